@@ -1,0 +1,76 @@
+//! The Hull agent API shared by the host runtime and the guest agent:
+//! generated protobuf messages, the ttrpc client/server, and the constants both sides agree on.
+
+#![allow(missing_docs)]
+
+/// Protobuf messages of the agent API.
+#[allow(warnings, clippy::all, missing_debug_implementations)]
+pub mod agent {
+    include!(concat!(env!("OUT_DIR"), "/sync/agent.rs"));
+}
+
+/// Synchronous ttrpc client (and sync server) of the agent API, used on the host.
+#[allow(warnings, clippy::all, missing_debug_implementations)]
+pub mod agent_ttrpc {
+    include!(concat!(env!("OUT_DIR"), "/sync/agent_ttrpc.rs"));
+}
+
+/// Asynchronous ttrpc server of the agent API, used in the guest.
+#[cfg(feature = "async-server")]
+#[allow(warnings, clippy::all, missing_debug_implementations)]
+pub mod agent_ttrpc_async {
+    include!(concat!(env!("OUT_DIR"), "/async/agent_ttrpc.rs"));
+}
+
+pub use ttrpc;
+
+/// AF_VSOCK port the agent listens on inside the guest.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// virtio-fs / 9p tag of the sandbox's shared directory.
+pub const SHARED_FS_TAG: &str = "hullshared";
+/// Where the agent mounts the shared directory in the guest.
+pub const GUEST_SHARED_DIR: &str = "/run/hull/shared";
+/// Largest chunk returned by one ReadStdout/ReadStderr call.
+pub const MAX_READ_CHUNK: u32 = 64 * 1024;
+/// Largest stdin chunk accepted by one WriteStdin call.
+pub const MAX_WRITE_CHUNK: usize = 64 * 1024;
+/// Largest OCI spec accepted by CreateContainer/ExecProcess.
+pub const MAX_SPEC_LEN: usize = 1024 * 1024;
+/// Longest container or exec id.
+pub const MAX_ID_LEN: usize = 128;
+/// Kernel command line keys read by the agent.
+pub mod cmdline {
+    /// `hull.sharedfs=virtiofs|9p|none`: how to mount the shared directory.
+    pub const SHARED_FS: &str = "hull.sharedfs";
+    /// `hull.log=error|warn|info|debug|trace`: agent log level (to the console).
+    pub const LOG: &str = "hull.log";
+    /// `hull.probe=1`: print PROBE_OK_MARKER on the console and power off (accelerator probe).
+    pub const PROBE: &str = "hull.probe";
+}
+/// Printed on the guest console by an agent booted with `hull.probe=1`.
+pub const PROBE_OK_MARKER: &str = "HULL-PROBE-OK";
+
+/// Check that a container or exec id is safe to use as a path component and bounded.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!("id must be 1..={MAX_ID_LEN} characters"));
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) || id.starts_with('.') {
+        return Err(format!("id {id:?} may only hold [A-Za-z0-9_.-] and must not start with '.'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_id;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(validate_id("abc-1_2.x").is_ok());
+        assert!(validate_id("").is_err());
+        assert!(validate_id("..").is_err());
+        assert!(validate_id("a/b").is_err());
+        assert!(validate_id(&"x".repeat(129)).is_err());
+    }
+}

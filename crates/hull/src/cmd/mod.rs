@@ -1,0 +1,6 @@
+//! The subcommands, one file each.
+
+pub mod assets;
+pub mod check;
+pub mod env;
+pub mod run;
