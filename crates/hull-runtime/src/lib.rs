@@ -4,3 +4,4 @@
 pub mod config;
 
 pub use config::Config;
+pub mod assets;

@@ -1,0 +1,2 @@
+//! Guest assets: building, locating and verifying the guest kernel and initrd.
+//! (being written)
