@@ -4,3 +4,5 @@ pub mod assets;
 pub mod check;
 pub mod env;
 pub mod run;
+pub mod signals;
+pub mod tty;

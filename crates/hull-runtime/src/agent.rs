@@ -1,0 +1,233 @@
+//! The host's client of hull-agent: ttrpc over the vsock transport, with a timeout on every
+//! control call, replies checked against what was asked, and a kill switch for a dead guest.
+
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use hull_protocol::agent::{self as pb};
+use hull_protocol::agent_ttrpc::AgentClient;
+use ttrpc::context;
+
+use crate::error::{Error, Result};
+use crate::vsock::{self, AgentAddress};
+
+/// Timeout of ordinary control calls (TCG guests are slow; a hung guest must still fail).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connected agent.
+pub struct Agent {
+    client: AgentClient,
+    /// A second handle on the connection, to shut it down and unblock pending calls.
+    kill: OwnedFd,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("fd", &self.kill.as_raw_fd()).finish()
+    }
+}
+
+impl Agent {
+    /// Connect, retrying until the agent answers Check, `timeout` passes, or `dead()` reports
+    /// why waiting is pointless (the VM or a helper exited).
+    pub fn connect(
+        addr: &AgentAddress,
+        timeout: Duration,
+        mut dead: impl FnMut() -> Option<String>,
+    ) -> std::result::Result<(Agent, pb::CheckResponse), String> {
+        let deadline = Instant::now() + timeout;
+        let mut step = Duration::from_millis(5);
+        loop {
+            if let Some(why) = dead() {
+                return Err(why);
+            }
+            let last = match vsock::connect(addr, Duration::from_secs(2)) {
+                Ok(fd) => match Self::from_fd(fd).and_then(|a| {
+                    let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+                    let r = a.check(remaining.min(CALL_TIMEOUT))?;
+                    Ok((a, r))
+                }) {
+                    Ok(ok) => return Ok(ok),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(format!("agent did not answer within {}s (last error: {last})", timeout.as_secs()));
+            }
+            std::thread::sleep(step);
+            step = (step * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Wrap an already connected stream.
+    pub fn from_fd(fd: OwnedFd) -> Result<Agent> {
+        let kill = fd.try_clone().map_err(|e| Error::io("dup agent socket", e))?;
+        let client = ttrpc::Client::new(fd.into_raw_fd()).map_err(|e| Error::Agent(format!("ttrpc client: {e}")))?;
+        Ok(Agent {
+            client: AgentClient::new(client),
+            kill,
+        })
+    }
+
+    /// Shut the connection down: every pending and later call fails at once.
+    pub fn disconnect(&self) {
+        let _ = nix::sys::socket::shutdown(self.kill.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    }
+
+    /// Liveness and identity.
+    pub fn check(&self, timeout: Duration) -> Result<pb::CheckResponse> {
+        let r = self.client.check(context::with_duration(timeout), &pb::CheckRequest::new()).map_err(map("Check"))?;
+        bounded("agent_version", &r.agent_version, 256)?;
+        bounded("kernel_release", &r.kernel_release, 256)?;
+        Ok(r)
+    }
+
+    /// Create a container from a guest-side OCI spec.
+    pub fn create_container(&self, id: &str, spec_json: Vec<u8>) -> Result<()> {
+        let mut req = pb::CreateContainerRequest::new();
+        req.container_id = id.to_string();
+        req.oci_spec_json = spec_json;
+        self.client.create_container(ctx(), &req).map_err(map("CreateContainer"))?;
+        Ok(())
+    }
+
+    /// Start a container's init process; returns its guest pid.
+    pub fn start_container(&self, id: &str) -> Result<u32> {
+        let mut req = pb::ContainerRequest::new();
+        req.container_id = id.to_string();
+        Ok(self.client.start_container(ctx(), &req).map_err(map("StartContainer"))?.pid)
+    }
+
+    /// Start an extra process in a container; returns its guest pid.
+    pub fn exec_process(&self, id: &str, exec_id: &str, process_json: Vec<u8>) -> Result<u32> {
+        let mut req = pb::ExecProcessRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        req.oci_process_json = process_json;
+        Ok(self.client.exec_process(ctx(), &req).map_err(map("ExecProcess"))?.pid)
+    }
+
+    /// Signal a process (or all of the container's with `all`).
+    pub fn signal(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let mut req = pb::SignalProcessRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        req.signal = signal;
+        req.all = all;
+        self.client.signal_process(ctx(), &req).map_err(map("SignalProcess"))?;
+        Ok(())
+    }
+
+    /// Wait for a process to exit (no timeout); returns its status (code, or 128+signal).
+    pub fn wait(&self, id: &str, exec_id: &str) -> Result<i32> {
+        let r = self
+            .client
+            .wait_process(context::with_timeout(0), &preq(id, exec_id))
+            .map_err(map("WaitProcess"))?;
+        if !(0..=255).contains(&r.exit_status) {
+            return Err(Error::Agent(format!("exit status {} out of range", r.exit_status)));
+        }
+        Ok(r.exit_status)
+    }
+
+    /// Write stdin; returns how many bytes the agent took.
+    pub fn write_stdin(&self, id: &str, exec_id: &str, data: &[u8]) -> Result<usize> {
+        let mut req = pb::WriteStdinRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        req.data = data[..data.len().min(hull_protocol::MAX_WRITE_CHUNK)].to_vec();
+        let sent = req.data.len();
+        let r = self.client.write_stdin(ctx(), &req).map_err(map("WriteStdin"))?;
+        let n = r.len as usize;
+        if n > sent || (n == 0 && sent > 0) {
+            return Err(Error::Agent(format!("WriteStdin took {n} of {sent} bytes")));
+        }
+        Ok(n)
+    }
+
+    /// Close stdin.
+    pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        self.client.close_stdin(ctx(), &preq(id, exec_id)).map_err(map("CloseStdin"))?;
+        Ok(())
+    }
+
+    /// Read the next stdout (or stderr) chunk, blocking until there is one; empty = EOF.
+    pub fn read_output(&self, id: &str, exec_id: &str, stderr: bool) -> Result<Vec<u8>> {
+        let mut req = pb::ReadStreamRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        req.max_len = hull_protocol::MAX_READ_CHUNK;
+        let c = context::with_timeout(0);
+        let r = if stderr {
+            self.client.read_stderr(c, &req).map_err(map("ReadStderr"))?
+        } else {
+            self.client.read_stdout(c, &req).map_err(map("ReadStdout"))?
+        };
+        if r.data.len() > req.max_len as usize {
+            return Err(Error::Agent(format!("read returned {} bytes, asked for {}", r.data.len(), req.max_len)));
+        }
+        Ok(r.data)
+    }
+
+    /// Resize a process's terminal.
+    pub fn resize(&self, id: &str, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
+        let mut req = pb::ResizeTtyRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        req.rows = rows.into();
+        req.cols = cols.into();
+        self.client.resize_tty(ctx(), &req).map_err(map("ResizeTty"))?;
+        Ok(())
+    }
+
+    /// Remove a container in the guest.
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        let mut req = pb::ContainerRequest::new();
+        req.container_id = id.to_string();
+        self.client.remove_container(ctx(), &req).map_err(map("RemoveContainer"))?;
+        Ok(())
+    }
+
+    /// Ask the guest to power off.
+    pub fn shutdown(&self, timeout: Duration) -> Result<()> {
+        self.client
+            .shutdown(context::with_duration(timeout), &pb::Empty::new())
+            .map_err(map("Shutdown"))?;
+        Ok(())
+    }
+}
+
+fn ctx() -> context::Context {
+    context::with_duration(CALL_TIMEOUT)
+}
+
+fn preq(id: &str, exec_id: &str) -> pb::ProcessRequest {
+    let mut r = pb::ProcessRequest::new();
+    r.container_id = id.to_string();
+    r.exec_id = exec_id.to_string();
+    r
+}
+
+fn bounded(what: &str, s: &str, max: usize) -> Result<()> {
+    if s.len() > max {
+        return Err(Error::Agent(format!("{what} is {} bytes, more than {max}", s.len())));
+    }
+    Ok(())
+}
+
+/// Map a ttrpc error of call `what` onto the runtime's error, keeping the agent's code.
+fn map(what: &'static str) -> impl Fn(ttrpc::Error) -> Error {
+    move |e| match e {
+        ttrpc::Error::RpcStatus(s) => {
+            let msg: String = s.message.chars().take(1024).collect();
+            match s.code() {
+                ttrpc::Code::NOT_FOUND => Error::NotFound(msg),
+                ttrpc::Code::INVALID_ARGUMENT => Error::InvalidArgument(msg),
+                ttrpc::Code::DEADLINE_EXCEEDED => Error::Agent(format!("{what} timed out")),
+                _ => Error::Agent(format!("{what}: {msg}")),
+            }
+        }
+        other => Error::Agent(format!("{what}: {other}")),
+    }
+}
