@@ -1,0 +1,205 @@
+//! The container's cgroup v2 directory `<root>/hull/<id>`: creation with the spec's resource
+//! limits, joining, killing everything in it, and removal.
+
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxResources;
+
+use crate::error::AgentError;
+
+/// The controllers the agent enables for containers when the kernel has them.
+const CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io", "hugetlb"];
+
+/// Enable every wanted controller available in `dir` for its children (errors are logged).
+pub fn enable_controllers(dir: &Path) {
+    let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    for c in available
+        .split_whitespace()
+        .filter(|c| CONTROLLERS.contains(c))
+    {
+        if let Err(e) = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}")) {
+            tracing::warn!(dir = %dir.display(), controller = c, error = %e, "cannot enable controller");
+        }
+    }
+}
+
+/// Move process `pid` (0 = the caller) into the cgroup `dir`.
+pub fn join(dir: &Path, pid: i32) -> io::Result<()> {
+    fs::write(dir.join("cgroup.procs"), pid.to_string())
+}
+
+/// One container's cgroup.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    dir: PathBuf,
+}
+
+impl Cgroup {
+    /// The cgroup of container `id` under `root`, without touching the filesystem.
+    pub fn path(root: &Path, id: &str) -> Self {
+        Cgroup {
+            dir: root.join("hull").join(id),
+        }
+    }
+
+    /// Create the directory (failing if it exists) and apply `resources`.
+    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), AgentError> {
+        let parent = self
+            .dir
+            .parent()
+            .ok_or_else(|| AgentError::Internal("cgroup without parent".into()))?;
+        if let Some(root) = parent.parent() {
+            enable_controllers(root);
+        }
+        fs::create_dir_all(parent).map_err(|e| AgentError::io("create cgroup parent", e))?;
+        enable_controllers(parent);
+        match fs::create_dir(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // A leftover of a container with the same id: reuse it only if empty.
+                if !self.procs().is_empty() {
+                    return Err(AgentError::AlreadyExists(format!(
+                        "cgroup {} is in use",
+                        self.dir.display()
+                    )));
+                }
+            }
+            Err(e) => return Err(AgentError::io("create cgroup", e)),
+        }
+        if let Some(r) = resources {
+            if let Err(e) = self.apply(r) {
+                self.remove();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn write(&self, file: &str, value: &str) -> Result<(), AgentError> {
+        match fs::write(self.dir.join(file), value) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::PermissionDenied =>
+            {
+                tracing::warn!(
+                    file,
+                    value,
+                    "cgroup controller not available; limit not applied"
+                );
+                Ok(())
+            }
+            Err(e) => Err(AgentError::InvalidArgument(format!(
+                "cannot set {file} to {value}: {e}"
+            ))),
+        }
+    }
+
+    fn apply(&self, r: &LinuxResources) -> Result<(), AgentError> {
+        if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
+            self.write("memory.max", &max_or(limit))?;
+        }
+        if let Some(pids) = r.pids() {
+            self.write("pids.max", &max_or(pids.limit()))?;
+        }
+        if let Some(cpu) = r.cpu() {
+            if cpu.quota().is_some() || cpu.period().is_some() {
+                let quota = cpu.quota().map_or("max".to_string(), max_or);
+                let period = cpu.period().unwrap_or(100_000);
+                self.write("cpu.max", &format!("{quota} {period}"))?;
+            }
+            if let Some(shares) = cpu.shares() {
+                self.write("cpu.weight", &shares_to_weight(shares).to_string())?;
+            }
+            if let Some(cpus) = cpu.cpus().as_deref().filter(|s| !s.is_empty()) {
+                self.write("cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = cpu.mems().as_deref().filter(|s| !s.is_empty()) {
+                self.write("cpuset.mems", mems)?;
+            }
+        }
+        for (key, value) in r.unified().iter().flatten() {
+            if key.contains('/') || key.starts_with('.') || key.starts_with("cgroup.") {
+                return Err(AgentError::InvalidArgument(format!(
+                    "bad unified cgroup key {key:?}"
+                )));
+            }
+            self.write(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Pids of every process in the cgroup.
+    pub fn procs(&self) -> Vec<i32> {
+        fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Send `signal` to every process of the cgroup (`cgroup.kill` for SIGKILL when available).
+    pub fn signal_all(&self, signal: Signal) {
+        if signal == Signal::SIGKILL && fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        for pid in self.procs() {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Kill what is left and remove the directory (retrying while dying tasks leave it).
+    pub fn remove(&self) {
+        for attempt in 0..50 {
+            match fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == ErrorKind::NotFound => return,
+                Err(e) => {
+                    if attempt == 49 {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove cgroup");
+                        return;
+                    }
+                    self.signal_all(Signal::SIGKILL);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+fn max_or(v: i64) -> String {
+    if v < 0 {
+        "max".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// cgroup v1 cpu.shares [2, 262144] to v2 cpu.weight [1, 10000].
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(max_or(-1), "max");
+        assert_eq!(max_or(100), "100");
+    }
+}

@@ -1,0 +1,96 @@
+//! CreateContainer: validate the spec, create the cgroup, start the helper, and wait until the
+//! container process is fully set up (mounts, user, cwd, executable) and parked before exec.
+
+use std::sync::{Arc, Mutex};
+
+use super::cgroup::Cgroup;
+use super::launch::launch;
+use super::wire::{HelperConfig, HelperMode};
+use super::{blocking, lock, spec, validate, Container, Pending, Runtime};
+use crate::error::AgentError;
+use crate::process::Process;
+use crate::stdio::Stdio;
+
+impl Runtime {
+    /// Create container `id` from an OCI spec (JSON). Setup errors surface here.
+    pub async fn create(&self, id: &str, spec_json: &[u8]) -> Result<(), AgentError> {
+        validate(id)?;
+        let spec = spec::parse_spec(spec_json, &self.config.shared_dir)?;
+        {
+            let containers = lock(&self.containers);
+            let mut reserved = lock(&self.reserved);
+            if containers.contains_key(id) || !reserved.insert(id.to_string()) {
+                return Err(AgentError::AlreadyExists(format!(
+                    "container {id} already exists"
+                )));
+            }
+        }
+        let result = self.create_reserved(id, spec).await;
+        lock(&self.reserved).remove(id);
+        let container = result?;
+        lock(&self.containers).insert(id.to_string(), container);
+        tracing::info!(container = id, "container created");
+        Ok(())
+    }
+
+    async fn create_reserved(
+        &self,
+        id: &str,
+        spec: oci_spec::runtime::Spec,
+    ) -> Result<Arc<Container>, AgentError> {
+        let cgroup = Cgroup::path(&self.config.cgroup_root, id);
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let config = HelperConfig {
+            container_id: id.to_string(),
+            cgroup_dir: cgroup.dir().to_path_buf(),
+            terminal,
+            mode: HelperMode::Create {
+                spec: Box::new(spec.clone()),
+            },
+        };
+        let exe = self.config.helper_exe.clone();
+        let cg = cgroup.clone();
+        let launched = blocking(move || {
+            let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+            cg.create(resources.as_ref())?;
+            launch(&exe, &config, true).inspect_err(|_| cg.remove())
+        })
+        .await;
+        let launched = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(container = id, error = %e, "create failed");
+                return Err(e);
+            }
+        };
+        let stdio = match Stdio::new(launched.stdio) {
+            Ok(s) => s,
+            Err(e) => {
+                cgroup.signal_all(nix::sys::signal::Signal::SIGKILL);
+                return Err(AgentError::io("stdio", e));
+            }
+        };
+        let init = Arc::new(Process::new(
+            launched.pid,
+            launched.helper_pid,
+            launched.exit,
+            stdio,
+        ));
+        let pending = launched.start.map(|start| Pending {
+            start,
+            status: launched.status,
+        });
+        Ok(Arc::new(Container {
+            id: id.to_string(),
+            cgroup,
+            init,
+            pending: Mutex::new(pending),
+            started: Mutex::new(false),
+            execs: Mutex::default(),
+        }))
+    }
+}

@@ -1,0 +1,39 @@
+//! StartContainer: release the parked init process (one byte on the start pipe) and wait for
+//! its exec to succeed (EOF on the status pipe) or fail (an error line).
+
+use std::io::Write;
+
+use super::launch::wait_exec;
+use super::{blocking, lock, Runtime};
+use crate::error::AgentError;
+
+impl Runtime {
+    /// Start container `id`; returns the init process's guest pid.
+    pub async fn start(&self, id: &str) -> Result<u32, AgentError> {
+        let c = self.container(id)?;
+        let pending = lock(&c.pending).take().ok_or_else(|| {
+            AgentError::FailedPrecondition(format!("container {id} was already started"))
+        })?;
+        let result = blocking(move || {
+            let mut status = pending.status;
+            let mut start = std::fs::File::from(pending.start);
+            start.write_all(b"s").map_err(|e| {
+                AgentError::FailedPrecondition(format!("container process is gone: {e}"))
+            })?;
+            drop(start);
+            wait_exec(&mut status).map_err(AgentError::from)
+        })
+        .await;
+        match result {
+            Ok(()) => {
+                *lock(&c.started) = true;
+                tracing::info!(container = id, pid = c.init.pid, "container started");
+                Ok(c.init.pid as u32)
+            }
+            Err(e) => {
+                tracing::warn!(container = id, error = %e, "start failed");
+                Err(e)
+            }
+        }
+    }
+}

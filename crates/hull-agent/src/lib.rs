@@ -1,0 +1,15 @@
+//! hull-agent as a library: everything PID 1 of the guest does, split so that the container
+//! helper and the process/stdio layer can be driven without the ttrpc server (tests, tooling).
+
+pub mod cmdline;
+pub mod container;
+pub mod error;
+pub mod exit;
+pub mod init;
+pub mod logging;
+pub mod process;
+pub mod reaper;
+pub mod server;
+pub mod stdio;
+
+pub use error::AgentError;

@@ -1,0 +1,220 @@
+//! The ttrpc `Agent` service: request validation and mapping onto the container `Runtime`,
+//! errors onto ttrpc status codes; plus the vsock listener loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hull_protocol::agent::{
+    CheckRequest, CheckResponse, ContainerRequest, CreateContainerRequest, Empty,
+    ExecProcessRequest, ProcessRequest, ReadStreamRequest, ReadStreamResponse, ResizeTtyRequest,
+    SignalProcessRequest, StartResponse, WaitProcessResponse, WriteStdinRequest,
+    WriteStdinResponse,
+};
+use hull_protocol::agent_ttrpc_async::{create_agent, Agent};
+use ttrpc::r#async::{Server, TtrpcContext};
+
+use crate::container::Runtime;
+use crate::error::AgentError;
+
+type Res<T> = ttrpc::Result<T>;
+
+/// The agent service.
+#[derive(Debug)]
+pub struct AgentService {
+    runtime: Arc<Runtime>,
+}
+
+impl AgentService {
+    /// Serve `runtime`.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        AgentService { runtime }
+    }
+}
+
+fn log_err<T>(rpc: &str, r: Result<T, AgentError>) -> Res<T> {
+    r.map_err(|e| {
+        tracing::debug!(rpc, error = %e, "request failed");
+        e.into()
+    })
+}
+
+#[async_trait]
+impl Agent for AgentService {
+    async fn check(&self, _: &TtrpcContext, _: CheckRequest) -> Res<CheckResponse> {
+        let mut r = CheckResponse::new();
+        r.agent_version = env!("CARGO_PKG_VERSION").to_string();
+        r.kernel_release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(r)
+    }
+
+    async fn create_container(&self, _: &TtrpcContext, req: CreateContainerRequest) -> Res<Empty> {
+        log_err(
+            "CreateContainer",
+            self.runtime
+                .create(&req.container_id, &req.oci_spec_json)
+                .await,
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn start_container(&self, _: &TtrpcContext, req: ContainerRequest) -> Res<StartResponse> {
+        let pid = log_err(
+            "StartContainer",
+            self.runtime.start(&req.container_id).await,
+        )?;
+        let mut r = StartResponse::new();
+        r.pid = pid;
+        Ok(r)
+    }
+
+    async fn exec_process(&self, _: &TtrpcContext, req: ExecProcessRequest) -> Res<StartResponse> {
+        if req.exec_id.is_empty() {
+            return Err(AgentError::InvalidArgument("exec_id must not be empty".into()).into());
+        }
+        let pid = log_err(
+            "ExecProcess",
+            self.runtime
+                .exec(&req.container_id, &req.exec_id, &req.oci_process_json)
+                .await,
+        )?;
+        let mut r = StartResponse::new();
+        r.pid = pid;
+        Ok(r)
+    }
+
+    async fn signal_process(&self, _: &TtrpcContext, req: SignalProcessRequest) -> Res<Empty> {
+        log_err(
+            "SignalProcess",
+            self.runtime
+                .signal(&req.container_id, &req.exec_id, req.signal, req.all),
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn wait_process(
+        &self,
+        _: &TtrpcContext,
+        req: ProcessRequest,
+    ) -> Res<WaitProcessResponse> {
+        let status = log_err(
+            "WaitProcess",
+            self.runtime.wait(&req.container_id, &req.exec_id).await,
+        )?;
+        let mut r = WaitProcessResponse::new();
+        r.exit_status = status;
+        Ok(r)
+    }
+
+    async fn write_stdin(
+        &self,
+        _: &TtrpcContext,
+        req: WriteStdinRequest,
+    ) -> Res<WriteStdinResponse> {
+        let n = log_err(
+            "WriteStdin",
+            self.runtime
+                .write_stdin(&req.container_id, &req.exec_id, &req.data)
+                .await,
+        )?;
+        let mut r = WriteStdinResponse::new();
+        r.len = n as u32;
+        Ok(r)
+    }
+
+    async fn close_stdin(&self, _: &TtrpcContext, req: ProcessRequest) -> Res<Empty> {
+        log_err(
+            "CloseStdin",
+            self.runtime.close_stdin(&req.container_id, &req.exec_id),
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn read_stdout(
+        &self,
+        _: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> Res<ReadStreamResponse> {
+        let data = log_err(
+            "ReadStdout",
+            self.runtime
+                .read_stdout(&req.container_id, &req.exec_id, req.max_len)
+                .await,
+        )?;
+        let mut r = ReadStreamResponse::new();
+        r.data = data;
+        Ok(r)
+    }
+
+    async fn read_stderr(
+        &self,
+        _: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> Res<ReadStreamResponse> {
+        let data = log_err(
+            "ReadStderr",
+            self.runtime
+                .read_stderr(&req.container_id, &req.exec_id, req.max_len)
+                .await,
+        )?;
+        let mut r = ReadStreamResponse::new();
+        r.data = data;
+        Ok(r)
+    }
+
+    async fn resize_tty(&self, _: &TtrpcContext, req: ResizeTtyRequest) -> Res<Empty> {
+        log_err(
+            "ResizeTty",
+            self.runtime
+                .resize(&req.container_id, &req.exec_id, req.rows, req.cols),
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn remove_container(&self, _: &TtrpcContext, req: ContainerRequest) -> Res<Empty> {
+        log_err(
+            "RemoveContainer",
+            self.runtime.remove(&req.container_id).await,
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, _: Empty) -> Res<Empty> {
+        tracing::info!("shutdown requested");
+        tokio::spawn(async {
+            // Let the reply reach the host first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if std::process::id() == 1 {
+                crate::init::power_off();
+            } else {
+                nix::unistd::sync();
+                std::process::exit(0);
+            }
+        });
+        Ok(Empty::new())
+    }
+}
+
+/// Listen on `addr` (e.g. `vsock://-1:1024`) and serve forever, rebinding after failures.
+pub async fn serve(addr: &str, runtime: Arc<Runtime>) -> ! {
+    let service: Arc<dyn Agent + Send + Sync> = Arc::new(AgentService::new(runtime));
+    loop {
+        let server = Server::new()
+            .bind(addr)
+            .map(|s| s.register_service(create_agent(service.clone())));
+        match server {
+            Ok(mut server) => match server.start().await {
+                Ok(()) => {
+                    tracing::info!(addr, "agent listening");
+                    // The accept loop runs in its own task; keep the server alive.
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => tracing::error!(addr, error = %e, "cannot start the ttrpc server"),
+            },
+            Err(e) => tracing::error!(addr, error = %e, "cannot listen"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
