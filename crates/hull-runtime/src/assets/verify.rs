@@ -1,0 +1,237 @@
+//! Cheap checks of the installed assets, run before every VM boot, and the status report
+//! behind `hull check` and `hull assets status`.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::initrd::NEWC_MAGIC;
+use super::install::{read_stamp, Stamp};
+use super::kernel::check_bzimage;
+use super::AssetsError;
+use crate::config::AssetsConfig;
+
+/// Check that `path` is a bzImage; errors name the file and say to run `hull assets build`.
+pub fn verify_kernel(path: &Path) -> Result<(), AssetsError> {
+    check_asset("kernel", path, check_bzimage)
+}
+
+/// Check that `path` starts with the newc magic; errors name the file and say to run `hull assets build`.
+pub fn verify_initrd(path: &Path) -> Result<(), AssetsError> {
+    check_asset("initrd", path, check_newc)
+}
+
+fn check_newc(path: &Path) -> Result<(), String> {
+    let mut f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut magic = [0u8; 6];
+    f.read_exact(&mut magic)
+        .map_err(|_| "too short to be a cpio archive".to_string())?;
+    if &magic != NEWC_MAGIC {
+        return Err("not an uncompressed cpio newc archive (no \"070701\" magic)".to_string());
+    }
+    Ok(())
+}
+
+fn check_asset(
+    what: &'static str,
+    path: &Path,
+    check: fn(&Path) -> Result<(), String>,
+) -> Result<(), AssetsError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AssetsError::Missing {
+            what,
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(AssetsError::io(
+            format!("stat guest {what} {}", path.display()),
+            e,
+        )),
+        Ok(m) if !m.is_file() => Err(AssetsError::Invalid {
+            what,
+            path: path.to_path_buf(),
+            reason: "not a regular file".into(),
+        }),
+        Ok(_) => check(path).map_err(|reason| AssetsError::Invalid {
+            what,
+            path: path.to_path_buf(),
+            reason,
+        }),
+    }
+}
+
+/// The cheap checks used before every VM boot: the kernel is a bzImage and the initrd a newc archive.
+pub fn verify(cfg: &AssetsConfig) -> Result<(), AssetsError> {
+    verify_kernel(&cfg.kernel)?;
+    verify_initrd(&cfg.initrd)
+}
+
+/// The state of one installed asset.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssetStatus {
+    /// "kernel" or "initrd".
+    pub what: &'static str,
+    /// Where it is installed.
+    pub path: PathBuf,
+    /// Its size, when it exists.
+    pub size: Option<u64>,
+    /// Why it is unusable, or None when it passes [`verify`]'s checks.
+    pub problem: Option<String>,
+    /// What `hull assets build` recorded when it installed it (None if installed some other way).
+    pub stamp: Option<Stamp>,
+}
+
+impl AssetStatus {
+    /// Present and valid.
+    pub fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+
+    /// The input key it was built from, if known and the file is still the one that was stamped.
+    pub fn key(&self) -> Option<&str> {
+        match (&self.stamp, self.size) {
+            (Some(s), Some(size)) if s.size == size => Some(&s.key),
+            _ => None,
+        }
+    }
+}
+
+/// The state of the guest assets.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The guest kernel.
+    pub kernel: AssetStatus,
+    /// The initrd.
+    pub initrd: AssetStatus,
+    /// The kernel source tarball and whether it exists.
+    pub kernel_source: (PathBuf, bool),
+    /// The build cache directory.
+    pub cache_dir: PathBuf,
+}
+
+fn asset_status(
+    what: &'static str,
+    path: &Path,
+    check: fn(&Path) -> Result<(), AssetsError>,
+) -> AssetStatus {
+    AssetStatus {
+        what,
+        path: path.to_path_buf(),
+        size: std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len()),
+        problem: check(path).err().map(|e| e.to_string()),
+        stamp: read_stamp(path),
+    }
+}
+
+/// Paths, sizes, validity and recorded keys of the installed assets. Reads only small files.
+pub fn status(cfg: &AssetsConfig) -> Status {
+    Status {
+        kernel: asset_status("kernel", &cfg.kernel, verify_kernel),
+        initrd: asset_status("initrd", &cfg.initrd, verify_initrd),
+        kernel_source: (cfg.kernel_source.clone(), cfg.kernel_source.is_file()),
+        cache_dir: cfg.cache_dir.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path) -> AssetsConfig {
+        AssetsConfig {
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            kernel_source: dir.join("src.tar.xz"),
+            cache_dir: dir.join("cache"),
+            agent: PathBuf::new(),
+        }
+    }
+
+    fn good_kernel() -> Vec<u8> {
+        let mut k = vec![0u8; 0x400];
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        k
+    }
+
+    #[test]
+    fn missing_assets_are_named_with_the_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path());
+        let msg = verify(&c).expect_err("missing").to_string();
+        assert!(
+            msg.contains("vmlinuz")
+                && msg.contains("does not exist")
+                && msg.contains("hull assets build"),
+            "{msg}"
+        );
+        std::fs::write(&c.kernel, good_kernel()).expect("write");
+        let msg = verify(&c).expect_err("missing initrd").to_string();
+        assert!(
+            msg.contains("initrd.img") && msg.contains("hull assets build"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn truncated_or_garbage_kernel_is_rejected_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path());
+        std::fs::write(&c.initrd, b"070701rest").expect("write");
+        for bad in [
+            &good_kernel()[..0x203],
+            b"garbage garbage".as_slice(),
+            &[0u8; 4096][..],
+        ] {
+            std::fs::write(&c.kernel, bad).expect("write");
+            let msg = verify(&c).expect_err("bad kernel").to_string();
+            assert!(
+                msg.contains(&c.kernel.display().to_string()) && msg.contains("hull assets build"),
+                "{msg}"
+            );
+        }
+        std::fs::write(&c.kernel, good_kernel()).expect("write");
+        verify(&c).expect("valid");
+    }
+
+    #[test]
+    fn truncated_gzipped_or_garbage_initrd_is_rejected_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path());
+        std::fs::write(&c.kernel, good_kernel()).expect("write");
+        for bad in [&b"0707"[..], &b"\x1f\x8b\x08\x00gzip"[..], &b""[..]] {
+            std::fs::write(&c.initrd, bad).expect("write");
+            let msg = verify(&c).expect_err("bad initrd").to_string();
+            assert!(
+                msg.contains(&c.initrd.display().to_string()) && msg.contains("hull assets build"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_directory_is_not_a_kernel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let msg = verify_kernel(dir.path()).expect_err("dir").to_string();
+        assert!(msg.contains("not a regular file"), "{msg}");
+    }
+
+    #[test]
+    fn status_reports_presence_validity_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path());
+        let s = status(&c);
+        assert!(!s.kernel.ok() && s.kernel.size.is_none() && s.kernel.key().is_none());
+        let k = good_kernel();
+        std::fs::write(&c.kernel, &k).expect("write");
+        super::super::install::write_stamp(&c.kernel, "kkey", k.len() as u64).expect("stamp");
+        let s = status(&c);
+        assert!(s.kernel.ok());
+        assert_eq!(s.kernel.key(), Some("kkey"));
+        assert!(!s.initrd.ok());
+        assert!(!s.kernel_source.1);
+    }
+}
