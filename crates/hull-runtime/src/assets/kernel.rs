@@ -145,6 +145,20 @@ fn source_root(dir: &Path) -> Result<PathBuf, AssetsError> {
     }
 }
 
+/// Remove build trees an interrupted earlier build left behind. Only called with the cache lock
+/// held (see `assets::build`), so no other build can be using them.
+fn remove_stale_trees(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        if e.file_name().to_string_lossy().starts_with("build-") {
+            tracing::info!(dir = %e.path().display(), "removing stale kernel build tree");
+            drop(BuildDir(e.path()));
+        }
+    }
+}
+
 /// Build the kernel for `key` from `source` and leave it at [`cached_image`]. Streams all output
 /// to [`log_path`]; the build tree lives under the cache dir and is removed however this ends.
 pub fn build_into_cache(
@@ -156,8 +170,7 @@ pub fn build_into_cache(
     let root = kernel_cache(cache_dir);
     let short = key.get(..16).unwrap_or(key);
     let build = BuildDir(root.join(format!("build-{short}")));
-    // A crashed earlier run may have left a tree behind.
-    drop(BuildDir(build.0.clone()));
+    remove_stale_trees(&root);
     std::fs::create_dir_all(&build.0)
         .map_err(|e| AssetsError::io(format!("create {}", build.0.display()), e))?;
     let log_path = log_path(cache_dir, key);
@@ -268,9 +281,12 @@ mod tests {
     #[test]
     fn missing_tarball_fails_and_cleans_up() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let stale = dir.path().join("kernel/build-0123456789abcdef/linux");
+        std::fs::create_dir_all(&stale).expect("stale tree");
         let e = build_into_cache(&dir.path().join("none.tar.xz"), dir.path(), "k", 1)
             .expect_err("no source");
         assert!(e.to_string().contains("tar -xf"), "{e}");
         assert!(!dir.path().join("kernel/build-k").exists());
+        assert!(!dir.path().join("kernel/build-0123456789abcdef").exists());
     }
 }
