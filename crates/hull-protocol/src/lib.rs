@@ -4,20 +4,20 @@
 #![allow(missing_docs)]
 
 /// Protobuf messages of the agent API.
-#[allow(warnings, clippy::all, missing_debug_implementations)]
+#[allow(warnings, clippy::all, clippy::unwrap_used, missing_debug_implementations)]
 pub mod agent {
     include!(concat!(env!("OUT_DIR"), "/sync/agent.rs"));
 }
 
 /// Synchronous ttrpc client (and sync server) of the agent API, used on the host.
-#[allow(warnings, clippy::all, missing_debug_implementations)]
+#[allow(warnings, clippy::all, clippy::unwrap_used, missing_debug_implementations)]
 pub mod agent_ttrpc {
     include!(concat!(env!("OUT_DIR"), "/sync/agent_ttrpc.rs"));
 }
 
 /// Asynchronous ttrpc server of the agent API, used in the guest.
 #[cfg(feature = "async-server")]
-#[allow(warnings, clippy::all, missing_debug_implementations)]
+#[allow(warnings, clippy::all, clippy::unwrap_used, missing_debug_implementations)]
 pub mod agent_ttrpc_async {
     include!(concat!(env!("OUT_DIR"), "/async/agent_ttrpc.rs"));
 }

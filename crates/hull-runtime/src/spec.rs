@@ -109,7 +109,7 @@ pub fn validate(spec: &Spec) -> Result<&Process> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("spec has no process".into()))?;
-    if process.args().as_ref().map_or(true, |a| a.is_empty()) {
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(Error::InvalidArgument("spec process has no args".into()));
     }
     if !process.cwd().is_absolute() {
