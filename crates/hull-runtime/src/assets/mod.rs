@@ -22,7 +22,7 @@ use crate::config::AssetsConfig;
 pub use agent::{candidates as agent_candidates, locate as locate_agent, AGENT_NAME};
 pub use elf::{linkage, require_static, Linkage};
 pub use error::AssetsError;
-pub use initrd::{write_archive, LAYOUT as INITRD_LAYOUT_NODES, NEWC_MAGIC};
+pub use initrd::{write_archive, NEWC_MAGIC};
 pub use install::{read_stamp, stamp_path, Stamp};
 pub use kernel::{cached_image, check_bzimage, missing_options, FRAGMENT as KERNEL_FRAGMENT};
 pub use key::{initrd_key, kernel_key, source_identity, INITRD_LAYOUT, KERNEL_RECIPE};
