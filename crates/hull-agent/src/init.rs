@@ -56,7 +56,7 @@ pub fn loopback_up() -> Result<(), String> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS fills the flags of the valid, NUL-terminated ifreq we pass.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
         return Err(format!(
             "SIOCGIFFLAGS lo: {}",
             std::io::Error::last_os_error()
@@ -65,7 +65,7 @@ pub fn loopback_up() -> Result<(), String> {
     // SAFETY: the kernel just filled ifru_flags, so reading and updating that union field is valid.
     unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads the valid ifreq we pass.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
         return Err(format!(
             "SIOCSIFFLAGS lo: {}",
             std::io::Error::last_os_error()

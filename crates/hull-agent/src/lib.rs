@@ -9,6 +9,7 @@ pub mod init;
 pub mod logging;
 pub mod process;
 pub mod reaper;
+pub mod rootfs;
 pub mod server;
 pub mod stdio;
 

@@ -12,6 +12,12 @@ fn main() {
         std::process::exit(helper::main(&args));
     }
     let is_init = std::process::id() == 1;
+    if is_init {
+        // Returns only on failure; containers then cannot pivot_root, which CreateContainer reports.
+        if let Err(e) = hull_agent::rootfs::leave_initramfs() {
+            eprintln!("hull-agent: staying on the initramfs: {e}");
+        }
+    }
     let (opts, problems) = if is_init {
         init::early_init()
     } else {
