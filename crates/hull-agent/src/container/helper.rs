@@ -77,7 +77,12 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     match result {
-        Ok(code) => code,
+        // Every copy of the status pipe's write end must be closed before we wait on the child:
+        // the agent reads EOF on it as "exec succeeded".
+        Ok((child, dev_null)) => {
+            drop(status);
+            supervise(child, &dev_null)
+        }
         Err(e) => {
             Status::Error(e).send(&status);
             1
@@ -115,7 +120,7 @@ fn run_create(
     spec: &Spec,
     status: Option<File>,
     start: OwnedFd,
-) -> Result<i32, HelperError> {
+) -> Result<(Pid, OwnedFd), HelperError> {
     let status = status.ok_or_else(|| HelperError::internal("status pipe", "cannot duplicate"))?;
     let dev_null = open_dev_null()?;
     join_cgroup(&config.cgroup_dir)?;
@@ -168,7 +173,7 @@ fn run_create(
             Status::Pid(child.as_raw()).send(&status);
             drop(status);
             drop(start);
-            Ok(supervise(child, &dev_null))
+            Ok((child, dev_null))
         }
     }
 }
@@ -229,7 +234,7 @@ fn run_exec(
     process: &oci_spec::runtime::Process,
     init_pid: i32,
     status: Option<File>,
-) -> Result<i32, HelperError> {
+) -> Result<(Pid, OwnedFd), HelperError> {
     let status = status.ok_or_else(|| HelperError::internal("status pipe", "cannot duplicate"))?;
     let dev_null = open_dev_null()?;
     join_cgroup(&config.cgroup_dir)?;
@@ -272,7 +277,7 @@ fn run_exec(
         ForkResult::Parent { child } => {
             Status::Pid(child.as_raw()).send(&status);
             drop(status);
-            Ok(supervise(child, &dev_null))
+            Ok((child, dev_null))
         }
     }
 }
