@@ -13,8 +13,8 @@ struct Cli {
     /// Config file (default: $HULL_CONFIG, else /etc/hull/config.toml if present, else built-in defaults).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Log filter for hull's own log on stderr (e.g. info, debug, hull_runtime=trace).
-    #[arg(long, global = true, env = "HULL_LOG", default_value = "warn")]
+    /// Log filter for hull's own log on stderr (e.g. info, debug, hull_runtime=trace); errors are always reported.
+    #[arg(long, global = true, env = "HULL_LOG", default_value = "off")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -36,7 +36,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "off".into()))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
