@@ -17,18 +17,27 @@ pub fn leave_initramfs() -> Result<(), String> {
         return Ok(());
     }
     std::fs::create_dir_all(NEW_ROOT).map_err(|e| format!("mkdir {NEW_ROOT}: {e}"))?;
-    mount(Some("tmpfs"), NEW_ROOT, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
-        .map_err(|e| format!("mount tmpfs on {NEW_ROOT}: {e}"))?;
+    mount(
+        Some("tmpfs"),
+        NEW_ROOT,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .map_err(|e| format!("mount tmpfs on {NEW_ROOT}: {e}"))?;
     let init = format!("{NEW_ROOT}/init");
     std::fs::copy("/init", &init).map_err(|e| format!("copy /init: {e}"))?;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {init}: {e}"))?;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {init}: {e}"))?;
     for d in ["dev", "proc", "sys", "run", "tmp"] {
-        std::fs::create_dir_all(format!("{NEW_ROOT}/{d}")).map_err(|e| format!("mkdir {d}: {e}"))?;
+        std::fs::create_dir_all(format!("{NEW_ROOT}/{d}"))
+            .map_err(|e| format!("mkdir {d}: {e}"))?;
     }
     // The initramfs copy is no longer needed; this frees its memory once we exec.
     let _ = std::fs::remove_file("/init");
     nix::unistd::chdir(NEW_ROOT).map_err(|e| format!("chdir {NEW_ROOT}: {e}"))?;
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(|e| format!("move root: {e}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("move root: {e}"))?;
     nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     let args: Vec<CString> = std::env::args_os()

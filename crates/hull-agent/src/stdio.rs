@@ -2,12 +2,13 @@
 //! go to the container helper; the agent keeps non-blocking parent ends driven by tokio.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use hull_protocol::{MAX_READ_CHUNK, MAX_WRITE_CHUNK};
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use nix::pty::{openpty, Winsize};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::unistd::pipe2;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Mutex;
@@ -37,9 +38,7 @@ pub struct ParentFds {
 /// Create the pipes (or pty) of a new process.
 pub fn create(terminal: bool) -> io::Result<(ParentFds, ChildStdio)> {
     if terminal {
-        let pty = openpty(None::<&Winsize>, None)?;
-        set_cloexec(&pty.master)?;
-        set_cloexec(&pty.slave)?;
+        let pty = open_pty()?;
         let master_in = pty.master.try_clone()?;
         let child = ChildStdio {
             stdin: pty.slave.try_clone()?,
@@ -73,9 +72,29 @@ pub fn create(terminal: bool) -> io::Result<(ParentFds, ChildStdio)> {
     Ok((parent, child))
 }
 
-fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    Ok(())
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+/// Like openpty, but both ends are CLOEXEC from the start, so a concurrent spawn in another
+/// thread cannot inherit them (a leaked slave would keep the output from ever reaching EOF).
+fn open_pty() -> io::Result<Pty> {
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname_r(&master)?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(name)?;
+    // SAFETY: PtyMaster owns a valid open fd; into_raw_fd hands that ownership to us once.
+    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+    Ok(Pty {
+        master,
+        slave: slave.into(),
+    })
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {

@@ -1,0 +1,297 @@
+//! Runs real containers on the host through `Runtime` (the same code the ttrpc server drives):
+//! a busybox rootfs in a tempdir, checked for output, exit status, identity and cleanup.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hull_agent::container::{Runtime, RuntimeConfig};
+use hull_agent::AgentError;
+
+const BUSYBOX: &str = "/bin/busybox";
+const CGROUP_CANDIDATES: &[&str] = &["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
+
+fn cgroup_root() -> Option<PathBuf> {
+    CGROUP_CANDIDATES.iter().map(PathBuf::from).find(|p| {
+        p.join("cgroup.procs").exists()
+            && fs::read_to_string("/proc/mounts")
+                .is_ok_and(|m| m.contains(&format!(" {} cgroup2 ", p.display())))
+    })
+}
+
+/// Root, busybox and cgroup2 are needed; otherwise the test is skipped (with a message).
+fn setup() -> Option<(tempfile::TempDir, Arc<Runtime>, PathBuf)> {
+    if !nix::unistd::Uid::effective().is_root() || !Path::new(BUSYBOX).exists() {
+        eprintln!("skipping: needs root and {BUSYBOX}");
+        return None;
+    }
+    let Some(cg) = cgroup_root() else {
+        eprintln!("skipping: no cgroup2 mount");
+        return None;
+    };
+    let shared = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::new(RuntimeConfig {
+        helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_hull-agent")),
+        cgroup_root: cg.clone(),
+        shared_dir: shared.path().to_path_buf(),
+    });
+    Some((shared, Arc::new(rt), cg))
+}
+
+fn make_rootfs(shared: &Path, id: &str) -> PathBuf {
+    let root = shared.join(id).join("rootfs");
+    for d in ["bin", "proc", "dev", "tmp", "etc", "home/user", "sys"] {
+        fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
+    for l in [
+        "sh", "echo", "cat", "id", "hostname", "ls", "sleep", "pwd", "touch", "env",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).expect("symlink");
+    }
+    root
+}
+
+fn spec(root: &Path, args: &[&str], extra: &str) -> Vec<u8> {
+    let args = serde_json::to_string(args).expect("args");
+    format!(
+        r#"{{
+  "ociVersion": "1.0.2",
+  "root": {{"path": "{root}", "readonly": true}},
+  "hostname": "hullbox",
+  "process": {{
+    "args": {args},
+    "cwd": "/home/user",
+    "env": ["PATH=/bin", "GREETING=hello"],
+    "user": {{"uid": 1000, "gid": 1001, "additionalGids": [1002]}},
+    "rlimits": [{{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}}],
+    "noNewPrivileges": true
+    {extra}
+  }},
+  "mounts": [
+    {{"destination": "/proc", "type": "proc", "source": "proc"}},
+    {{"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}},
+    {{"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}},
+    {{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}}
+  ],
+  "linux": {{
+    "namespaces": [{{"type": "pid"}}, {{"type": "ipc"}}, {{"type": "uts"}}, {{"type": "mount"}}, {{"type": "network"}}],
+    "resources": {{"pids": {{"limit": 64}}}},
+    "maskedPaths": ["/proc/kcore", "/proc/keys"],
+    "readonlyPaths": ["/proc/sys"]
+  }}
+}}"#,
+        root = root.display()
+    )
+    .into_bytes()
+}
+
+async fn read_all(rt: &Runtime, id: &str, exec: &str, stderr: bool) -> String {
+    let mut out = Vec::new();
+    loop {
+        let chunk = if stderr {
+            rt.read_stderr(id, exec, 4096).await
+        } else {
+            rt.read_stdout(id, exec, 4096).await
+        }
+        .expect("read");
+        if chunk.is_empty() {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        out.extend(chunk);
+    }
+}
+
+/// Create, start, collect output and status, remove; check nothing is left.
+async fn run(
+    rt: &Runtime,
+    shared: &Path,
+    cg: &Path,
+    id: &str,
+    script: &str,
+) -> (String, String, i32) {
+    let root = make_rootfs(shared, id);
+    rt.create(id, &spec(&root, &["sh", "-c", script], ""))
+        .await
+        .expect("create");
+    rt.close_stdin(id, "").expect("close stdin");
+    let pid = rt.start(id).await.expect("start");
+    assert!(pid > 1);
+    let (out, err) = tokio::join!(read_all(rt, id, "", false), read_all(rt, id, "", true));
+    let status = rt.wait(id, "").await.expect("wait");
+    rt.remove(id).await.expect("remove");
+    assert!(!cg.join("hull").join(id).exists(), "cgroup left behind");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&root.display().to_string()),
+        "mount left behind"
+    );
+    (out, err, status)
+}
+
+#[tokio::test]
+async fn container_runs_with_its_identity() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    let script = "echo out; echo err >&2; hostname; id -u; id -g; id -G; pwd; echo $GREETING; ulimit -n; \
+                  touch /x 2>/dev/null && echo writable || echo readonly; touch /tmp/ok && echo tmp-ok; \
+                  echo pid=$$; exit 7";
+    let (out, err, status) = run(&rt, shared.path(), &cg, "c-identity", script).await;
+    assert_eq!(status, 7, "stdout: {out}\nstderr: {err}");
+    assert_eq!(err, "err\n");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "out",
+            "hullbox",
+            "1000",
+            "1001",
+            "1001 1002",
+            "/home/user",
+            "hello",
+            "256",
+            "readonly",
+            "tmp-ok",
+            "pid=1"
+        ],
+        "stderr: {err}"
+    );
+}
+
+#[tokio::test]
+async fn missing_command_fails_at_create() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    let root = make_rootfs(shared.path(), "c-missing");
+    let err = rt
+        .create("c-missing", &spec(&root, &["no-such-command"], ""))
+        .await
+        .expect_err("must fail");
+    match err {
+        AgentError::NotFound(m) => {
+            assert_eq!(m, "executable file not found in $PATH: no-such-command")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!cg.join("hull/c-missing").exists());
+    assert!(matches!(
+        rt.start("c-missing").await,
+        Err(AgentError::NotFound(_))
+    ));
+
+    // a missing cwd is reported too
+    let mut bad_cwd = String::from_utf8(spec(&root, &["sh"], "")).expect("utf8");
+    bad_cwd = bad_cwd.replace("/home/user", "/nope");
+    let err = rt
+        .create("c-missing", bad_cwd.as_bytes())
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, AgentError::NotFound(m) if m.contains("/nope")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn exec_stdin_signal_and_duplicates() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    let id = "c-exec";
+    let root = make_rootfs(shared.path(), id);
+    let sp = spec(&root, &["sleep", "1000"], "");
+    rt.create(id, &sp).await.expect("create");
+    assert!(matches!(
+        rt.create(id, &sp).await,
+        Err(AgentError::AlreadyExists(_))
+    ));
+    rt.start(id).await.expect("start");
+
+    let process = r#"{"args":["cat"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0}}"#;
+    rt.exec(id, "e1", process.as_bytes()).await.expect("exec");
+    assert!(matches!(
+        rt.exec(id, "e1", process.as_bytes()).await,
+        Err(AgentError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        rt.write_stdin(id, "e1", b"through stdin\n")
+            .await
+            .expect("write"),
+        14
+    );
+    rt.close_stdin(id, "e1").expect("close");
+    assert_eq!(read_all(&rt, id, "e1", false).await, "through stdin\n");
+    assert_eq!(rt.wait(id, "e1").await.expect("wait"), 0);
+
+    // exec sees the container's hostname and pid namespace
+    let ps =
+        r#"{"args":["sh","-c","hostname; echo $$; exit 3"],"cwd":"/","user":{"uid":0,"gid":0}}"#;
+    rt.exec(id, "e2", ps.as_bytes()).await.expect("exec");
+    rt.close_stdin(id, "e2").expect("close");
+    let out = read_all(&rt, id, "e2", false).await;
+    assert_eq!(rt.wait(id, "e2").await.expect("wait"), 3);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("hullbox"));
+    let pid: i32 = lines.next().and_then(|l| l.parse().ok()).expect("pid");
+    assert!(
+        pid > 1 && pid < 100,
+        "pid {pid} should be in the container's namespace"
+    );
+
+    let missing = r#"{"args":["nope"],"cwd":"/","user":{"uid":0,"gid":0}}"#;
+    assert!(matches!(
+        rt.exec(id, "e3", missing.as_bytes()).await,
+        Err(AgentError::NotFound(_))
+    ));
+    assert!(matches!(
+        rt.wait(id, "nope").await,
+        Err(AgentError::NotFound(_))
+    ));
+
+    rt.signal(id, "", 9, false).expect("kill");
+    assert_eq!(rt.wait(id, "").await.expect("wait"), 137);
+    rt.remove(id).await.expect("remove");
+    assert!(!cg.join("hull").join(id).exists());
+    assert!(matches!(
+        rt.wait(id, "").await,
+        Err(AgentError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn terminal_and_remove_unstarted() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    let id = "c-tty";
+    let root = make_rootfs(shared.path(), id);
+    rt.create(
+        id,
+        &spec(
+            &root,
+            &["sh", "-c", "test -t 0 && echo tty; exit 0"],
+            r#","terminal": true"#,
+        ),
+    )
+    .await
+    .expect("create");
+    rt.resize(id, "", 40, 100).expect("resize");
+    rt.start(id).await.expect("start");
+    let out = read_all(&rt, id, "", false).await;
+    assert_eq!(read_all(&rt, id, "", true).await, "");
+    assert_eq!(rt.wait(id, "").await.expect("wait"), 0);
+    assert_eq!(out.trim_end(), "tty");
+    rt.remove(id).await.expect("remove");
+
+    // a created but never started container can be removed
+    let id = "c-unstarted";
+    let root = make_rootfs(shared.path(), id);
+    rt.create(id, &spec(&root, &["sh"], ""))
+        .await
+        .expect("create");
+    rt.remove(id).await.expect("remove");
+    assert!(!cg.join("hull").join(id).exists());
+}
