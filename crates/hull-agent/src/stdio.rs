@@ -2,13 +2,18 @@
 //! go to the container helper; the agent keeps non-blocking parent ends driven by tokio.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use hull_protocol::{MAX_READ_CHUNK, MAX_WRITE_CHUNK};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::socket::sockopt::ReceiveTimeout;
+use nix::sys::socket::{
+    recvmsg, setsockopt, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType,
+};
+use nix::sys::time::TimeVal;
 use nix::unistd::pipe2;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Mutex;
@@ -35,24 +40,32 @@ pub struct ParentFds {
     terminal: bool,
 }
 
-/// Create the pipes (or pty) of a new process.
-pub fn create(terminal: bool) -> io::Result<(ParentFds, ChildStdio)> {
+/// The agent's side of a new process's stdio: ready now (pipes), or, with a terminal, a socket
+/// on which the container process sends the pty master it opened in its own devpts.
+#[derive(Debug)]
+pub enum ParentSide {
+    /// pipes
+    Ready(ParentFds),
+    /// the console socket
+    Console(OwnedFd),
+}
+
+/// Create the pipes (or, for a terminal, the console socket) of a new process.
+pub fn create(terminal: bool) -> io::Result<(ParentSide, ChildStdio)> {
     if terminal {
-        let pty = open_pty()?;
-        let master_in = pty.master.try_clone()?;
+        let (parent, child) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
         let child = ChildStdio {
-            stdin: pty.slave.try_clone()?,
-            stdout: pty.slave.try_clone()?,
-            stderr: pty.slave,
+            stdin: child.try_clone()?,
+            stdout: child.try_clone()?,
+            stderr: child,
             terminal: true,
         };
-        let parent = ParentFds {
-            stdin: master_in,
-            stdout: pty.master,
-            stderr: None,
-            terminal: true,
-        };
-        return Ok((parent, child));
+        return Ok((ParentSide::Console(parent), child));
     }
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
@@ -69,31 +82,56 @@ pub fn create(terminal: bool) -> io::Result<(ParentFds, ChildStdio)> {
         stderr: err_w,
         terminal: false,
     };
-    Ok((parent, child))
+    Ok((ParentSide::Ready(parent), child))
 }
 
-struct Pty {
-    master: OwnedFd,
-    slave: OwnedFd,
+impl ParentSide {
+    /// The agent's ends; with a terminal, first receive the pty master (blocking, bounded).
+    pub fn into_fds(self) -> io::Result<ParentFds> {
+        match self {
+            ParentSide::Ready(p) => Ok(p),
+            ParentSide::Console(sock) => {
+                let master = receive_master(&sock)?;
+                Ok(ParentFds {
+                    stdin: master.try_clone()?,
+                    stdout: master,
+                    stderr: None,
+                    terminal: true,
+                })
+            }
+        }
+    }
 }
 
-/// Like openpty, but both ends are CLOEXEC from the start, so a concurrent spawn in another
-/// thread cannot inherit them (a leaked slave would keep the output from ever reaching EOF).
-fn open_pty() -> io::Result<Pty> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
-    grantpt(&master)?;
-    unlockpt(&master)?;
-    let name = ptsname_r(&master)?;
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(name)?;
-    // SAFETY: PtyMaster owns a valid open fd; into_raw_fd hands that ownership to us once.
-    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
-    Ok(Pty {
-        master,
-        slave: slave.into(),
+/// Receive one fd (the pty master) sent with SCM_RIGHTS.
+fn receive_master(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    setsockopt(sock, ReceiveTimeout, &TimeVal::new(30, 0))?;
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed this fd in our table for us.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if received.is_none() {
+                    received = Some(owned);
+                }
+            }
+        }
+    }
+    received.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no terminal received from the container",
+        )
     })
 }
 

@@ -2,7 +2,7 @@
 //! single-threaded process; joins the cgroup and namespaces, forks the container process, waits.
 //!
 //! argv: `<exe> __hull-container-helper <config-fd> <status-fd> <start-fd>`, fds 0-2 = the
-//! process's stdio. The outer helper reports the child's pid, closes its stdio copies, forwards
+//! process's stdio (with a terminal: the console socket, see console.rs). The outer helper reports the child's pid, closes its stdio copies, forwards
 //! catchable signals to the child and exits with the child's status (code, or 128 + signal).
 
 use std::convert::Infallible;
@@ -23,7 +23,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::cgroup;
 use super::wire::{HelperConfig, HelperError, HelperMode, Status};
-use super::{rootfs, setup};
+use super::{console, rootfs, setup};
 
 /// Exit code of a helper that could not even read its arguments.
 const BAD_USAGE: i32 = 125;
@@ -186,8 +186,11 @@ fn container_init(
     start: &OwnedFd,
 ) -> Result<Infallible, HelperError> {
     set_pdeathsig(Signal::SIGKILL).map_err(|e| HelperError::internal("pdeathsig", e))?;
-    setup::session(config.terminal)?;
     rootfs::prepare(spec)?;
+    if config.terminal {
+        console::open_in_container()?;
+    }
+    setup::session(config.terminal)?;
     if let Some(name) = spec.hostname().as_deref().filter(|_| new_uts) {
         sethostname(name)
             .map_err(|e| HelperError::invalid(format!("sethostname {name:?}: {e}")))?;
@@ -265,6 +268,9 @@ fn run_exec(
             let result = (|| {
                 set_pdeathsig(Signal::SIGKILL)
                     .map_err(|e| HelperError::internal("pdeathsig", e))?;
+                if config.terminal {
+                    console::open_in_container()?;
+                }
                 setup::session(config.terminal)?;
                 let prepared = setup::prepare(process)?;
                 let e = exec(&prepared);

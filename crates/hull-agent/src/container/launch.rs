@@ -89,13 +89,19 @@ pub fn launch(exe: &Path, config: &HelperConfig, wait_ready: bool) -> Result<Lau
 
     let outcome = written
         .map_err(|e| HelperError::internal("send config to helper", e))
-        .and_then(|()| read_until(&mut status, wait_ready));
+        .and_then(|()| read_until(&mut status, wait_ready))
+        .and_then(|pid| {
+            let fds = parent_stdio
+                .into_fds()
+                .map_err(|e| HelperError::internal("container terminal", e))?;
+            Ok((pid, fds))
+        });
     match outcome {
-        Ok(pid) => Ok(Launched {
+        Ok((pid, stdio)) => Ok(Launched {
             helper_pid,
             pid,
             exit,
-            stdio: parent_stdio,
+            stdio,
             start: wait_ready.then_some(start_w),
             status,
         }),

@@ -2,6 +2,7 @@
 //! and is the seam the ttrpc server (and tests) drive; one file per operation.
 
 mod cgroup;
+mod console;
 mod create;
 mod exec;
 pub mod helper;
