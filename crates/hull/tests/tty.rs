@@ -23,10 +23,21 @@ fn tty_has_the_host_terminal_size() {
     // SAFETY: TIOCSWINSZ reads the winsize we pass.
     unsafe { tiocswinsz(pty.slave.as_raw_fd(), &ws) }.expect("set size");
     let root = common::rootfs().to_string_lossy().into_owned();
-    let mut cmd = env.hull(&["run", "-t", "--rootfs", &root, "--", "sh", "-c", "stty size; tty; exit 5"]);
+    let mut cmd = env.hull(&[
+        "run",
+        "-t",
+        "--rootfs",
+        &root,
+        "--",
+        "sh",
+        "-c",
+        "stty size; tty; exit 5",
+    ]);
     let slave = || Stdio::from(pty.slave.try_clone().expect("dup slave"));
     cmd.stdin(slave()).stdout(slave()).stderr(slave());
     let mut child = cmd.spawn().expect("spawn");
+    // The Command and we hold copies of the slave; only hull's may remain for EOF to come.
+    drop(cmd);
     drop(pty.slave);
     let mut master = std::fs::File::from(pty.master);
     let mut out = Vec::new();
@@ -41,7 +52,13 @@ fn tty_has_the_host_terminal_size() {
     let status = child.wait().expect("wait");
     env.assert_clean();
     let text = String::from_utf8_lossy(&out);
-    assert!(text.contains("33 101"), "terminal size not passed on: {text:?}");
-    assert!(text.contains("/dev/pts/"), "no tty in the container: {text:?}");
+    assert!(
+        text.contains("33 101"),
+        "terminal size not passed on: {text:?}"
+    );
+    assert!(
+        text.contains("/dev/pts/"),
+        "no tty in the container: {text:?}"
+    );
     assert_eq!(status.code(), Some(5), "{text:?}");
 }
