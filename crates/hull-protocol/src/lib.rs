@@ -4,20 +4,35 @@
 #![allow(missing_docs)]
 
 /// Protobuf messages of the agent API.
-#[allow(warnings, clippy::all, clippy::unwrap_used, missing_debug_implementations)]
+#[allow(
+    warnings,
+    clippy::all,
+    clippy::unwrap_used,
+    missing_debug_implementations
+)]
 pub mod agent {
     include!(concat!(env!("OUT_DIR"), "/sync/agent.rs"));
 }
 
 /// Synchronous ttrpc client (and sync server) of the agent API, used on the host.
-#[allow(warnings, clippy::all, clippy::unwrap_used, missing_debug_implementations)]
+#[allow(
+    warnings,
+    clippy::all,
+    clippy::unwrap_used,
+    missing_debug_implementations
+)]
 pub mod agent_ttrpc {
     include!(concat!(env!("OUT_DIR"), "/sync/agent_ttrpc.rs"));
 }
 
 /// Asynchronous ttrpc server of the agent API, used in the guest.
 #[cfg(feature = "async-server")]
-#[allow(warnings, clippy::all, clippy::unwrap_used, missing_debug_implementations)]
+#[allow(
+    warnings,
+    clippy::all,
+    clippy::unwrap_used,
+    missing_debug_implementations
+)]
 pub mod agent_ttrpc_async {
     include!(concat!(env!("OUT_DIR"), "/async/agent_ttrpc.rs"));
 }
@@ -55,8 +70,14 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(format!("id must be 1..={MAX_ID_LEN} characters"));
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) || id.starts_with('.') {
-        return Err(format!("id {id:?} may only hold [A-Za-z0-9_.-] and must not start with '.'"));
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || id.starts_with('.')
+    {
+        return Err(format!(
+            "id {id:?} may only hold [A-Za-z0-9_.-] and must not start with '.'"
+        ));
     }
     Ok(())
 }

@@ -23,7 +23,9 @@ pub struct Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("fd", &self.kill.as_raw_fd()).finish()
+        f.debug_struct("Agent")
+            .field("fd", &self.kill.as_raw_fd())
+            .finish()
     }
 }
 
@@ -43,7 +45,9 @@ impl Agent {
             }
             let last = match vsock::connect(addr, Duration::from_secs(2)) {
                 Ok(fd) => match Self::from_fd(fd).and_then(|a| {
-                    let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+                    let remaining = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_secs(1));
                     let r = a.check(remaining.min(CALL_TIMEOUT))?;
                     Ok((a, r))
                 }) {
@@ -53,7 +57,10 @@ impl Agent {
                 Err(e) => e.to_string(),
             };
             if Instant::now() >= deadline {
-                return Err(format!("agent did not answer within {}s (last error: {last})", timeout.as_secs()));
+                return Err(format!(
+                    "agent did not answer within {}s (last error: {last})",
+                    timeout.as_secs()
+                ));
             }
             std::thread::sleep(step);
             step = (step * 2).min(Duration::from_millis(50));
@@ -62,8 +69,11 @@ impl Agent {
 
     /// Wrap an already connected stream.
     pub fn from_fd(fd: OwnedFd) -> Result<Agent> {
-        let kill = fd.try_clone().map_err(|e| Error::io("dup agent socket", e))?;
-        let client = ttrpc::Client::new(fd.into_raw_fd()).map_err(|e| Error::Agent(format!("ttrpc client: {e}")))?;
+        let kill = fd
+            .try_clone()
+            .map_err(|e| Error::io("dup agent socket", e))?;
+        let client = ttrpc::Client::new(fd.into_raw_fd())
+            .map_err(|e| Error::Agent(format!("ttrpc client: {e}")))?;
         Ok(Agent {
             client: AgentClient::new(client),
             kill,
@@ -77,7 +87,10 @@ impl Agent {
 
     /// Liveness and identity.
     pub fn check(&self, timeout: Duration) -> Result<pb::CheckResponse> {
-        let r = self.client.check(context::with_duration(timeout), &pb::CheckRequest::new()).map_err(map("Check"))?;
+        let r = self
+            .client
+            .check(context::with_duration(timeout), &pb::CheckRequest::new())
+            .map_err(map("Check"))?;
         bounded("agent_version", &r.agent_version, 256)?;
         bounded("kernel_release", &r.kernel_release, 256)?;
         Ok(r)
@@ -88,7 +101,9 @@ impl Agent {
         let mut req = pb::CreateContainerRequest::new();
         req.container_id = id.to_string();
         req.oci_spec_json = spec_json;
-        self.client.create_container(ctx(), &req).map_err(map("CreateContainer"))?;
+        self.client
+            .create_container(ctx(), &req)
+            .map_err(map("CreateContainer"))?;
         Ok(())
     }
 
@@ -96,7 +111,11 @@ impl Agent {
     pub fn start_container(&self, id: &str) -> Result<u32> {
         let mut req = pb::ContainerRequest::new();
         req.container_id = id.to_string();
-        Ok(self.client.start_container(ctx(), &req).map_err(map("StartContainer"))?.pid)
+        Ok(self
+            .client
+            .start_container(ctx(), &req)
+            .map_err(map("StartContainer"))?
+            .pid)
     }
 
     /// Start an extra process in a container; returns its guest pid.
@@ -105,7 +124,11 @@ impl Agent {
         req.container_id = id.to_string();
         req.exec_id = exec_id.to_string();
         req.oci_process_json = process_json;
-        Ok(self.client.exec_process(ctx(), &req).map_err(map("ExecProcess"))?.pid)
+        Ok(self
+            .client
+            .exec_process(ctx(), &req)
+            .map_err(map("ExecProcess"))?
+            .pid)
     }
 
     /// Signal a process (or all of the container's with `all`).
@@ -115,7 +138,9 @@ impl Agent {
         req.exec_id = exec_id.to_string();
         req.signal = signal;
         req.all = all;
-        self.client.signal_process(ctx(), &req).map_err(map("SignalProcess"))?;
+        self.client
+            .signal_process(ctx(), &req)
+            .map_err(map("SignalProcess"))?;
         Ok(())
     }
 
@@ -126,7 +151,10 @@ impl Agent {
             .wait_process(context::with_timeout(0), &preq(id, exec_id))
             .map_err(map("WaitProcess"))?;
         if !(0..=255).contains(&r.exit_status) {
-            return Err(Error::Agent(format!("exit status {} out of range", r.exit_status)));
+            return Err(Error::Agent(format!(
+                "exit status {} out of range",
+                r.exit_status
+            )));
         }
         Ok(r.exit_status)
     }
@@ -138,7 +166,10 @@ impl Agent {
         req.exec_id = exec_id.to_string();
         req.data = data[..data.len().min(hull_protocol::MAX_WRITE_CHUNK)].to_vec();
         let sent = req.data.len();
-        let r = self.client.write_stdin(ctx(), &req).map_err(map("WriteStdin"))?;
+        let r = self
+            .client
+            .write_stdin(ctx(), &req)
+            .map_err(map("WriteStdin"))?;
         let n = r.len as usize;
         if n > sent || (n == 0 && sent > 0) {
             return Err(Error::Agent(format!("WriteStdin took {n} of {sent} bytes")));
@@ -148,7 +179,9 @@ impl Agent {
 
     /// Close stdin.
     pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
-        self.client.close_stdin(ctx(), &preq(id, exec_id)).map_err(map("CloseStdin"))?;
+        self.client
+            .close_stdin(ctx(), &preq(id, exec_id))
+            .map_err(map("CloseStdin"))?;
         Ok(())
     }
 
@@ -160,12 +193,20 @@ impl Agent {
         req.max_len = hull_protocol::MAX_READ_CHUNK;
         let c = context::with_timeout(0);
         let r = if stderr {
-            self.client.read_stderr(c, &req).map_err(map("ReadStderr"))?
+            self.client
+                .read_stderr(c, &req)
+                .map_err(map("ReadStderr"))?
         } else {
-            self.client.read_stdout(c, &req).map_err(map("ReadStdout"))?
+            self.client
+                .read_stdout(c, &req)
+                .map_err(map("ReadStdout"))?
         };
         if r.data.len() > req.max_len as usize {
-            return Err(Error::Agent(format!("read returned {} bytes, asked for {}", r.data.len(), req.max_len)));
+            return Err(Error::Agent(format!(
+                "read returned {} bytes, asked for {}",
+                r.data.len(),
+                req.max_len
+            )));
         }
         Ok(r.data)
     }
@@ -177,7 +218,9 @@ impl Agent {
         req.exec_id = exec_id.to_string();
         req.rows = rows.into();
         req.cols = cols.into();
-        self.client.resize_tty(ctx(), &req).map_err(map("ResizeTty"))?;
+        self.client
+            .resize_tty(ctx(), &req)
+            .map_err(map("ResizeTty"))?;
         Ok(())
     }
 
@@ -185,7 +228,9 @@ impl Agent {
     pub fn remove_container(&self, id: &str) -> Result<()> {
         let mut req = pb::ContainerRequest::new();
         req.container_id = id.to_string();
-        self.client.remove_container(ctx(), &req).map_err(map("RemoveContainer"))?;
+        self.client
+            .remove_container(ctx(), &req)
+            .map_err(map("RemoveContainer"))?;
         Ok(())
     }
 
@@ -211,7 +256,10 @@ fn preq(id: &str, exec_id: &str) -> pb::ProcessRequest {
 
 fn bounded(what: &str, s: &str, max: usize) -> Result<()> {
     if s.len() > max {
-        return Err(Error::Agent(format!("{what} is {} bytes, more than {max}", s.len())));
+        return Err(Error::Agent(format!(
+            "{what} is {} bytes, more than {max}",
+            s.len()
+        )));
     }
     Ok(())
 }

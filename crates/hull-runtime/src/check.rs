@@ -27,14 +27,22 @@ pub fn run(config: &Config) -> Vec<Item> {
             ok: true,
             detail: format!("{} ({})", p.display(), version_of(p, "--version")),
         },
-        Err(e) => Item { name: "qemu", ok: false, detail: e.to_string() },
+        Err(e) => Item {
+            name: "qemu",
+            ok: false,
+            detail: e.to_string(),
+        },
     });
     let assets = crate::assets::verify(&config.assets);
     items.push(Item {
         name: "guest assets",
         ok: assets.is_ok(),
         detail: match &assets {
-            Ok(()) => format!("{} + {}", config.assets.kernel.display(), config.assets.initrd.display()),
+            Ok(()) => format!(
+                "{} + {}",
+                config.assets.kernel.display(),
+                config.assets.initrd.display()
+            ),
             Err(e) => e.to_string(),
         },
     });
@@ -71,7 +79,11 @@ pub fn run(config: &Config) -> Vec<Item> {
                 ok: true,
                 detail: format!("hybrid vsock via {} (no /dev/vhost-vsock)", p.display()),
             },
-            Err(e) => Item { name: "vsock", ok: false, detail: format!("{e} (cargo install vhost-device-vsock)") },
+            Err(e) => Item {
+                name: "vsock",
+                ok: false,
+                detail: format!("{e} (cargo install vhost-device-vsock)"),
+            },
         },
     });
     items.push(match config.shared_fs.kind {
@@ -80,9 +92,18 @@ pub fn run(config: &Config) -> Vec<Item> {
             ok: true,
             detail: "9p (served by qemu)".into(),
         },
-        SharedFsKind::VirtioFs => match binaries::resolve("virtiofsd", &config.shared_fs.virtiofsd) {
-            Ok(p) => Item { name: "shared fs", ok: true, detail: format!("virtio-fs via {}", p.display()) },
-            Err(e) => Item { name: "shared fs", ok: false, detail: e.to_string() },
+        SharedFsKind::VirtioFs => match binaries::resolve("virtiofsd", &config.shared_fs.virtiofsd)
+        {
+            Ok(p) => Item {
+                name: "shared fs",
+                ok: true,
+                detail: format!("virtio-fs via {}", p.display()),
+            },
+            Err(e) => Item {
+                name: "shared fs",
+                ok: false,
+                detail: e.to_string(),
+            },
         },
     });
     items.push(Item {

@@ -29,14 +29,20 @@ impl Sandbox {
     /// Create container `id` from `spec` with the host directory `rootfs` as its root.
     /// The container is not started.
     pub fn create_container(&self, id: &str, spec: &Spec, rootfs: &Path) -> Result<()> {
-        hull_protocol::validate_id(id).map_err(|e| Error::InvalidArgument(format!("container {e}")))?;
+        hull_protocol::validate_id(id)
+            .map_err(|e| Error::InvalidArgument(format!("container {e}")))?;
         spec::validate(spec)?;
         if !rootfs.is_dir() {
-            return Err(Error::InvalidArgument(format!("rootfs {} is not a directory", rootfs.display())));
+            return Err(Error::InvalidArgument(format!(
+                "rootfs {} is not a directory",
+                rootfs.display()
+            )));
         }
         let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
         if containers.contains_key(id) {
-            return Err(Error::InvalidArgument(format!("container {id} already exists")));
+            return Err(Error::InvalidArgument(format!(
+                "container {id} already exists"
+            )));
         }
         let (guest_spec, binds) = spec::for_guest(spec, id, rootfs)?;
         let dir = self.shared_dir().join(id);
@@ -46,11 +52,18 @@ impl Sandbox {
         for b in &binds {
             bind_into(self.shared_dir(), b)?;
         }
-        let json = serde_json::to_vec(&guest_spec).map_err(|e| Error::InvalidArgument(format!("spec: {e}")))?;
+        let json = serde_json::to_vec(&guest_spec)
+            .map_err(|e| Error::InvalidArgument(format!("spec: {e}")))?;
         if json.len() > hull_protocol::MAX_SPEC_LEN {
-            return Err(Error::InvalidArgument(format!("spec is {} bytes, limit {}", json.len(), hull_protocol::MAX_SPEC_LEN)));
+            return Err(Error::InvalidArgument(format!(
+                "spec is {} bytes, limit {}",
+                json.len(),
+                hull_protocol::MAX_SPEC_LEN
+            )));
         }
-        self.agent()?.create_container(id, json).map_err(|e| self.explain(e))?;
+        self.agent()?
+            .create_container(id, json)
+            .map_err(|e| self.explain(e))?;
         containers.insert(id.to_string(), host);
         Ok(())
     }
@@ -58,22 +71,31 @@ impl Sandbox {
     /// Start a created container; returns the guest pid of its init process.
     pub fn start_container(&self, id: &str) -> Result<u32> {
         self.known(id)?;
-        self.agent()?.start_container(id).map_err(|e| self.explain(e))
+        self.agent()?
+            .start_container(id)
+            .map_err(|e| self.explain(e))
     }
 
     /// Start an extra process in a running container.
     pub fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<u32> {
         self.known(id)?;
-        hull_protocol::validate_id(exec_id).map_err(|e| Error::InvalidArgument(format!("exec {e}")))?;
-        let json = serde_json::to_vec(process).map_err(|e| Error::InvalidArgument(format!("process: {e}")))?;
-        self.agent()?.exec_process(id, exec_id, json).map_err(|e| self.explain(e))
+        hull_protocol::validate_id(exec_id)
+            .map_err(|e| Error::InvalidArgument(format!("exec {e}")))?;
+        let json = serde_json::to_vec(process)
+            .map_err(|e| Error::InvalidArgument(format!("process: {e}")))?;
+        self.agent()?
+            .exec_process(id, exec_id, json)
+            .map_err(|e| self.explain(e))
     }
 
     /// Signal a container process ("" = init).
     pub fn signal(&self, id: &str, exec_id: &str, signal: i32, all: bool) -> Result<()> {
         self.known(id)?;
-        let sig = u32::try_from(signal).map_err(|_| Error::InvalidArgument(format!("signal {signal}")))?;
-        self.agent()?.signal(id, exec_id, sig, all).map_err(|e| self.explain(e))
+        let sig = u32::try_from(signal)
+            .map_err(|_| Error::InvalidArgument(format!("signal {signal}")))?;
+        self.agent()?
+            .signal(id, exec_id, sig, all)
+            .map_err(|e| self.explain(e))
     }
 
     /// Wait for a container process to exit; returns its exit status.
@@ -85,14 +107,25 @@ impl Sandbox {
     /// Remove a container: in the guest, then its host mounts and directory.
     pub fn remove_container(&self, id: &str) -> Result<()> {
         self.known(id)?;
-        let r = self.agent()?.remove_container(id).map_err(|e| self.explain(e));
+        let r = self
+            .agent()?
+            .remove_container(id)
+            .map_err(|e| self.explain(e));
         // The host side goes whatever the guest said.
-        self.containers.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         r
     }
 
     fn known(&self, id: &str) -> Result<()> {
-        if self.containers.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id) {
+        if self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+        {
             Ok(())
         } else {
             Err(Error::NotFound(format!("container {id}")))
@@ -104,7 +137,8 @@ impl Sandbox {
 fn bind_into(shared: &Path, b: &HostBind) -> Result<()> {
     let target = shared.join(&b.rel);
     if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
     }
     if b.source.is_dir() {
         std::fs::create_dir(&target)

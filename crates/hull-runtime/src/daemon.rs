@@ -147,7 +147,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn watch_child(mut child: Child, name: &str, state: &(Mutex<Option<ExitStatus>>, Condvar)) -> Option<ExitStatus> {
+fn watch_child(
+    mut child: Child,
+    name: &str,
+    state: &(Mutex<Option<ExitStatus>>, Condvar),
+) -> Option<ExitStatus> {
     let status = loop {
         match child.wait() {
             Ok(s) => break s,
@@ -201,12 +205,16 @@ mod tests {
         let pid = d.pid();
         d.stop(Duration::from_millis(200));
         assert!(d.exited().is_some());
-        assert!(kill(Pid::from_raw(pid), None).is_err(), "process {pid} still exists");
+        assert!(
+            kill(Pid::from_raw(pid), None).is_err(),
+            "process {pid} still exists"
+        );
     }
 
     #[test]
     fn missing_binary_is_named() {
-        let e = Daemon::spawn("virtiofsd", Command::new("/nonexistent/virtiofsd"), None).expect_err("must fail");
+        let e = Daemon::spawn("virtiofsd", Command::new("/nonexistent/virtiofsd"), None)
+            .expect_err("must fail");
         assert!(e.to_string().contains("virtiofsd"), "{e}");
     }
 }

@@ -19,7 +19,9 @@ pub struct Stdio {
 
 impl std::fmt::Debug for Stdio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stdio").field("stdin", &self.stdin.is_some()).finish()
+        f.debug_struct("Stdio")
+            .field("stdin", &self.stdin.is_some())
+            .finish()
     }
 }
 
@@ -41,7 +43,13 @@ impl Copies {
 /// Start copying stdio of process `exec_id` of container `id`.
 pub fn attach(agent: &Arc<Agent>, id: &str, exec_id: &str, stdio: Stdio) -> Copies {
     let mut outputs = Vec::new();
-    outputs.push(spawn_output(agent.clone(), id, exec_id, false, stdio.stdout));
+    outputs.push(spawn_output(
+        agent.clone(),
+        id,
+        exec_id,
+        false,
+        stdio.stdout,
+    ));
     if let Some(err) = stdio.stderr {
         outputs.push(spawn_output(agent.clone(), id, exec_id, true, err));
     }
@@ -60,7 +68,13 @@ pub fn attach(agent: &Arc<Agent>, id: &str, exec_id: &str, stdio: Stdio) -> Copi
     Copies { outputs }
 }
 
-fn spawn_output(agent: Arc<Agent>, id: &str, exec_id: &str, stderr: bool, mut out: Box<dyn Write + Send>) -> JoinHandle<()> {
+fn spawn_output(
+    agent: Arc<Agent>,
+    id: &str,
+    exec_id: &str,
+    stderr: bool,
+    mut out: Box<dyn Write + Send>,
+) -> JoinHandle<()> {
     let (cid, eid) = (id.to_string(), exec_id.to_string());
     std::thread::spawn(move || loop {
         match agent.read_output(&cid, &eid, stderr) {

@@ -23,12 +23,23 @@ pub use sandbox::{Sandbox, SandboxOptions};
 
 /// The last non-empty line of `text`, trimmed (for one-line error messages).
 pub fn tail_line(text: &str) -> String {
-    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// The last `n` non-empty lines of `text`, joined with " | " (for one-line error messages).
 pub fn tail_lines(text: &str, n: usize) -> String {
-    let mut lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).rev().take(n).collect();
+    let mut lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .rev()
+        .take(n)
+        .collect();
     lines.reverse();
     lines.join(" | ")
 }

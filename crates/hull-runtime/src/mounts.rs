@@ -9,13 +9,27 @@ use crate::error::{Error, Result};
 
 /// Bind-mount `src` onto `dst` (recursively); `dst` must exist.
 pub fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
-    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| Error::sys(format!("bind mount {} on {}", src.display(), dst.display()), e))?;
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::sys(
+            format!("bind mount {} on {}", src.display(), dst.display()),
+            e,
+        )
+    })?;
     if readonly {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         if let Err(e) = mount(None::<&str>, dst, None::<&str>, flags, None::<&str>) {
             let _ = umount2(dst, MntFlags::MNT_DETACH);
-            return Err(Error::sys(format!("remount {} read-only", dst.display()), e));
+            return Err(Error::sys(
+                format!("remount {} read-only", dst.display()),
+                e,
+            ));
         }
     }
     Ok(())
@@ -25,7 +39,13 @@ pub fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
 /// (virtiofsd serves the directory from its own mount namespace).
 pub fn make_shared_mountpoint(dir: &Path) -> Result<()> {
     bind(dir, dir, false)?;
-    if let Err(e) = mount(None::<&str>, dir, None::<&str>, MsFlags::MS_SHARED, None::<&str>) {
+    if let Err(e) = mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    ) {
         let _ = umount2(dir, MntFlags::MNT_DETACH);
         return Err(Error::sys(format!("make {} shared", dir.display()), e));
     }
@@ -73,7 +93,11 @@ pub fn remove_dir_if_unmounted(dir: &Path) -> Result<()> {
     let left = unmount_all_under(dir);
     if !left.is_empty() {
         return Err(Error::io(
-            format!("not removing {}: still mounted: {}", dir.display(), left[0].display()),
+            format!(
+                "not removing {}: still mounted: {}",
+                dir.display(),
+                left[0].display()
+            ),
             std::io::Error::from(std::io::ErrorKind::ResourceBusy),
         ));
     }
@@ -102,9 +126,16 @@ fn unescape(s: &str) -> String {
 /// Enter a private mount namespace for the rest of this process's life, so every mount
 /// it makes disappears with it even if it is killed. Call before starting any thread.
 pub fn enter_private_mount_namespace() -> Result<()> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| Error::sys("unshare mount namespace", e))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| Error::sys("make / private", e))
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| Error::sys("unshare mount namespace", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("make / private", e))
 }
 
 #[cfg(test)]

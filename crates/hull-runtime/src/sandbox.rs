@@ -56,7 +56,8 @@ pub struct Sandbox {
 impl Sandbox {
     /// Boot a new sandbox VM and wait until its agent answers.
     pub fn create(config: &Config, id: &str, opts: &SandboxOptions) -> Result<Sandbox> {
-        hull_protocol::validate_id(id).map_err(|e| Error::InvalidArgument(format!("sandbox {e}")))?;
+        hull_protocol::validate_id(id)
+            .map_err(|e| Error::InvalidArgument(format!("sandbox {e}")))?;
         let t0 = Instant::now();
         crate::assets::verify(&config.assets).map_err(|e| Error::Assets(e.to_string()))?;
         let run_dir = config.runtime.run_dir.join(id);
@@ -103,7 +104,8 @@ impl Sandbox {
         let qemu = binaries::resolve("qemu", &cfg.hypervisor.qemu)?;
         let mut vsock_cfg = cfg.vsock.clone();
         if vsock::effective_mode(vsock_cfg.mode) == crate::config::VsockMode::Hybrid {
-            vsock_cfg.vhost_device_vsock = binaries::resolve("vhost-device-vsock", &vsock_cfg.vhost_device_vsock)?;
+            vsock_cfg.vhost_device_vsock =
+                binaries::resolve("vhost-device-vsock", &vsock_cfg.vhost_device_vsock)?;
         }
         let mut fs_cfg = cfg.shared_fs.clone();
         if fs_cfg.kind == SharedFsKind::VirtioFs {
@@ -123,8 +125,19 @@ impl Sandbox {
 
         let (tx, rx) = mpsc::channel();
         let log = self.run_dir.join("helpers.log");
-        self.vsock = Some(vsock::start(&vsock_cfg, &self.run_dir, &log, Some(tx.clone()))?);
-        self.shared_fs = Some(sharedfs::start(&fs_cfg, &self.shared_dir, &self.run_dir, &log, Some(tx.clone()))?);
+        self.vsock = Some(vsock::start(
+            &vsock_cfg,
+            &self.run_dir,
+            &log,
+            Some(tx.clone()),
+        )?);
+        self.shared_fs = Some(sharedfs::start(
+            &fs_cfg,
+            &self.shared_dir,
+            &self.run_dir,
+            &log,
+            Some(tx.clone()),
+        )?);
         let (vsock_dev, addr) = match &self.vsock {
             Some(v) => (v.device.clone(), v.address.clone()),
             None => return Err(Error::Agent("vsock not set up".into())),
@@ -161,17 +174,27 @@ impl Sandbox {
         self.times.prepare = t0.elapsed();
         let t1 = Instant::now();
         self.vm = Some(vmm::start(&qemu, &spec, Some(tx))?);
-        let connected = Agent::connect(&addr, Duration::from_secs(cfg.hypervisor.boot_timeout_secs), || {
-            rx.try_recv()
-                .ok()
-                .map(|(name, status)| format!("{name} exited during boot ({status})"))
-        });
+        let connected = Agent::connect(
+            &addr,
+            Duration::from_secs(cfg.hypervisor.boot_timeout_secs),
+            || {
+                rx.try_recv()
+                    .ok()
+                    .map(|(name, status)| format!("{name} exited during boot ({status})"))
+            },
+        );
         let (agent, check) = match connected {
             Ok(ok) => ok,
             Err(what) => {
                 // Give QEMU's own message (e.g. a bad option or a missing device) a chance to be seen.
-                let qemu_log = std::fs::read_to_string(self.console_log().with_extension("qemu.log")).unwrap_or_default();
-                let what = if qemu_log.trim().is_empty() { what } else { format!("{what}; qemu: {}", crate::tail_line(&qemu_log)) };
+                let qemu_log =
+                    std::fs::read_to_string(self.console_log().with_extension("qemu.log"))
+                        .unwrap_or_default();
+                let what = if qemu_log.trim().is_empty() {
+                    what
+                } else {
+                    format!("{what}; qemu: {}", crate::tail_line(&qemu_log))
+                };
                 return Err(Error::Guest {
                     what,
                     console_tail: self.console_tail(),
@@ -189,32 +212,41 @@ impl Sandbox {
     }
 
     /// Fail the sandbox as soon as QEMU or a helper exits while we are not stopping it.
-    fn spawn_monitor(&self, rx: mpsc::Receiver<(String, std::process::ExitStatus)>, agent: Arc<Agent>) {
+    fn spawn_monitor(
+        &self,
+        rx: mpsc::Receiver<(String, std::process::ExitStatus)>,
+        agent: Arc<Agent>,
+    ) {
         let stopping = self.stopping.clone();
         let failure = self.failure.clone();
         let id = self.id.clone();
         let console = self.console_log();
-        let _ = std::thread::Builder::new().name(format!("monitor-{id}")).spawn(move || {
-            while let Ok((name, status)) = rx.recv() {
-                if stopping.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut why = format!("{name} exited unexpectedly ({status})");
-                if name == "qemu" {
-                    let tail = crate::tail_lines(&std::fs::read_to_string(&console).unwrap_or_default(), 3);
-                    if !tail.is_empty() {
-                        why.push_str(&format!("; console tail: {tail}"));
+        let _ = std::thread::Builder::new()
+            .name(format!("monitor-{id}"))
+            .spawn(move || {
+                while let Ok((name, status)) = rx.recv() {
+                    if stopping.load(Ordering::SeqCst) {
+                        continue;
                     }
+                    let mut why = format!("{name} exited unexpectedly ({status})");
+                    if name == "qemu" {
+                        let tail = crate::tail_lines(
+                            &std::fs::read_to_string(&console).unwrap_or_default(),
+                            3,
+                        );
+                        if !tail.is_empty() {
+                            why.push_str(&format!("; console tail: {tail}"));
+                        }
+                    }
+                    tracing::error!(sandbox = %id, helper = %name, %status, "sandbox failed");
+                    let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+                    if f.is_none() {
+                        *f = Some(why);
+                    }
+                    drop(f);
+                    agent.disconnect();
                 }
-                tracing::error!(sandbox = %id, helper = %name, %status, "sandbox failed");
-                let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
-                if f.is_none() {
-                    *f = Some(why);
-                }
-                drop(f);
-                agent.disconnect();
-            }
-        });
+            });
     }
 
     /// The sandbox id.
@@ -264,12 +296,17 @@ impl Sandbox {
 
     /// Why the sandbox failed, if a helper or the VM died.
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The agent connection.
     pub fn agent(&self) -> Result<&Arc<Agent>> {
-        self.agent.as_ref().ok_or_else(|| Error::Agent("sandbox has no agent connection".into()))
+        self.agent
+            .as_ref()
+            .ok_or_else(|| Error::Agent("sandbox has no agent connection".into()))
     }
 
     /// Replace an agent error by the sandbox's failure when there is one (the real cause).
@@ -319,7 +356,10 @@ impl Sandbox {
         self.torn_down = true;
         self.stopping.store(true, Ordering::SeqCst);
         if let (Some(agent), Some(vm)) = (&self.agent, &self.vm) {
-            if self.failure().is_none() && vm.exited().is_none() && agent.shutdown(Duration::from_secs(2)).is_ok() {
+            if self.failure().is_none()
+                && vm.exited().is_none()
+                && agent.shutdown(Duration::from_secs(2)).is_ok()
+            {
                 vm.wait_exit(Duration::from_secs(5));
             }
         }
@@ -339,7 +379,10 @@ impl Sandbox {
                 d.stop(Duration::from_secs(1));
             }
         }
-        self.containers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         if let Err(e) = mounts::remove_dir_if_unmounted(&self.run_dir) {
             tracing::error!(sandbox = %self.id, error = %e, "cleanup incomplete");
         }

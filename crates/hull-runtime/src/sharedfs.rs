@@ -20,10 +20,18 @@ pub struct SharedFs {
 }
 
 /// Export `dir` (an existing directory) to the guest.
-pub fn start(cfg: &SharedFsConfig, dir: &Path, run_dir: &Path, log: &Path, notify: Option<Notify>) -> Result<SharedFs> {
+pub fn start(
+    cfg: &SharedFsConfig,
+    dir: &Path,
+    run_dir: &Path,
+    log: &Path,
+    notify: Option<Notify>,
+) -> Result<SharedFs> {
     match cfg.kind {
         SharedFsKind::NineP => Ok(SharedFs {
-            device: SharedFsDevice::NineP { dir: dir.to_path_buf() },
+            device: SharedFsDevice::NineP {
+                dir: dir.to_path_buf(),
+            },
             daemon: None,
         }),
         SharedFsKind::VirtioFs => {
@@ -37,13 +45,19 @@ pub fn start(cfg: &SharedFsConfig, dir: &Path, run_dir: &Path, log: &Path, notif
                 .arg("-o")
                 .arg("xattr");
             let daemon = Daemon::spawn_notify("virtiofsd", cmd, Some(log), notify)?;
-            if !poll_until(Duration::from_secs(10), || socket.exists() || daemon.exited().is_some()) || !socket.exists() {
+            if !poll_until(Duration::from_secs(10), || {
+                socket.exists() || daemon.exited().is_some()
+            }) || !socket.exists()
+            {
                 return Err(Error::Daemon {
                     name: "virtiofsd".into(),
                     what: format!(
                         "did not create {} ({}); see {}",
                         socket.display(),
-                        daemon.exited().map(|s| s.to_string()).unwrap_or_else(|| "still running".into()),
+                        daemon
+                            .exited()
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "still running".into()),
                         log.display()
                     ),
                 });

@@ -32,17 +32,26 @@ pub fn for_guest(spec: &Spec, cid: &str, rootfs: &Path) -> Result<(Spec, Vec<Hos
     out.set_root(Some(root));
 
     let mut mounts: Vec<Mount> = Vec::new();
-    for (n, m) in spec.mounts().clone().unwrap_or_default().into_iter().enumerate() {
+    for (n, m) in spec
+        .mounts()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let opts = m.options().clone().unwrap_or_default();
-        let is_bind = m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
+        let is_bind =
+            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
         if !is_bind {
             mounts.push(m);
             continue;
         }
-        let source = m
-            .source()
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument(format!("bind mount to {} has no source", m.destination().display())))?;
+        let source = m.source().clone().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "bind mount to {} has no source",
+                m.destination().display()
+            ))
+        })?;
         if !source.is_absolute() || !source.exists() {
             return Err(Error::InvalidArgument(format!(
                 "bind mount source {} does not exist on the host",
@@ -81,7 +90,12 @@ pub fn for_guest(spec: &Spec, cid: &str, rootfs: &Path) -> Result<(Spec, Vec<Hos
 }
 
 /// A spec for running `args` in `rootfs` (read-write) the way `hull run --rootfs` does.
-pub fn minimal(args: Vec<String>, env: &[String], cwd: Option<&str>, terminal: bool) -> Result<Spec> {
+pub fn minimal(
+    args: Vec<String>,
+    env: &[String],
+    cwd: Option<&str>,
+    terminal: bool,
+) -> Result<Spec> {
     let mut spec = Spec::default();
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(args));
@@ -113,7 +127,10 @@ pub fn validate(spec: &Spec) -> Result<&Process> {
         return Err(Error::InvalidArgument("spec process has no args".into()));
     }
     if !process.cwd().is_absolute() {
-        return Err(Error::InvalidArgument(format!("process cwd {} is not absolute", process.cwd().display())));
+        return Err(Error::InvalidArgument(format!(
+            "process cwd {} is not absolute",
+            process.cwd().display()
+        )));
     }
     if let Some(linux) = spec.linux() {
         if let Some(nss) = linux.namespaces() {
@@ -145,13 +162,24 @@ mod tests {
         );
         spec.set_mounts(Some(mounts));
         let (g, binds) = for_guest(&spec, "c1", Path::new("/host/rootfs")).expect("translate");
-        assert_eq!(g.root().as_ref().map(|r| r.path().clone()), Some(PathBuf::from("/run/hull/shared/c1/rootfs")));
+        assert_eq!(
+            g.root().as_ref().map(|r| r.path().clone()),
+            Some(PathBuf::from("/run/hull/shared/c1/rootfs"))
+        );
         assert_eq!(binds.len(), 2);
         assert_eq!(binds[1].source, PathBuf::from("/tmp"));
         assert!(binds[1].readonly);
-        let data = g.mounts().as_ref().and_then(|m| m.iter().find(|m| m.destination() == Path::new("/data")).cloned());
+        let data = g.mounts().as_ref().and_then(|m| {
+            m.iter()
+                .find(|m| m.destination() == Path::new("/data"))
+                .cloned()
+        });
         let src = data.and_then(|m| m.source().clone()).expect("bind source");
-        assert!(src.starts_with("/run/hull/shared/c1/mounts"), "{}", src.display());
+        assert!(
+            src.starts_with("/run/hull/shared/c1/mounts"),
+            "{}",
+            src.display()
+        );
     }
 
     #[test]

@@ -53,7 +53,12 @@ pub fn effective_mode(mode: VsockMode) -> VsockMode {
 }
 
 /// Set up the vsock device for a sandbox whose state lives in `run_dir`.
-pub fn start(cfg: &VsockConfig, run_dir: &Path, log: &Path, notify: Option<Notify>) -> Result<VsockBackend> {
+pub fn start(
+    cfg: &VsockConfig,
+    run_dir: &Path,
+    log: &Path,
+    notify: Option<Notify>,
+) -> Result<VsockBackend> {
     let port = hull_protocol::AGENT_VSOCK_PORT;
     match effective_mode(cfg.mode) {
         VsockMode::Vhost => {
@@ -68,16 +73,25 @@ pub fn start(cfg: &VsockConfig, run_dir: &Path, log: &Path, notify: Option<Notif
             let vu = run_dir.join("vsock.vhost-user.sock");
             let uds = run_dir.join("vsock.sock");
             let mut cmd = Command::new(&cfg.vhost_device_vsock);
-            cmd.arg("--vm")
-                .arg(format!("guest-cid=3,socket={},uds-path={}", vu.display(), uds.display()));
+            cmd.arg("--vm").arg(format!(
+                "guest-cid=3,socket={},uds-path={}",
+                vu.display(),
+                uds.display()
+            ));
             let daemon = Daemon::spawn_notify("vhost-device-vsock", cmd, Some(log), notify)?;
-            if !poll_until(Duration::from_secs(10), || vu.exists() || daemon.exited().is_some()) || !vu.exists() {
+            if !poll_until(Duration::from_secs(10), || {
+                vu.exists() || daemon.exited().is_some()
+            }) || !vu.exists()
+            {
                 return Err(Error::Daemon {
                     name: "vhost-device-vsock".into(),
                     what: format!(
                         "did not create {} ({})",
                         vu.display(),
-                        daemon.exited().map(|s| s.to_string()).unwrap_or_else(|| "still running".into())
+                        daemon
+                            .exited()
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "still running".into())
                     ),
                 });
             }
@@ -92,7 +106,11 @@ pub fn start(cfg: &VsockConfig, run_dir: &Path, log: &Path, notify: Option<Notif
 
 fn pick_cid() -> u32 {
     // CIDs 0-2 are reserved; collisions make QEMU fail to start with a clear error.
-    let seed = std::process::id() ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0));
+    let seed = std::process::id()
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0));
     3 + seed % 0x3fff_ffff
 }
 
@@ -117,8 +135,16 @@ pub fn connect(addr: &AgentAddress, timeout: Duration) -> std::io::Result<OwnedF
         }
         AgentAddress::Vsock { cid, port } => {
             use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
-            let fd = socket(AddressFamily::Vsock, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-            connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &VsockAddr::new(*cid, *port))?;
+            let fd = socket(
+                AddressFamily::Vsock,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            connect(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                &VsockAddr::new(*cid, *port),
+            )?;
             Ok(fd)
         }
     }
@@ -137,7 +163,10 @@ fn read_line(s: &mut impl Read, max: usize) -> std::io::Result<String> {
         }
         line.push(b[0]);
         if line.len() > max {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "handshake line too long"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "handshake line too long",
+            ));
         }
     }
     Ok(String::from_utf8_lossy(&line).into_owned())
@@ -148,7 +177,13 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
-    fn serve_once(reply: &'static [u8]) -> (tempfile::TempDir, AgentAddress, std::thread::JoinHandle<String>) {
+    fn serve_once(
+        reply: &'static [u8],
+    ) -> (
+        tempfile::TempDir,
+        AgentAddress,
+        std::thread::JoinHandle<String>,
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let uds = dir.path().join("v.sock");
         let l = UnixListener::bind(&uds).expect("bind");

@@ -36,5 +36,17 @@ fn bundle_config_is_honoured() {
     assert!(out.status.success(), "stderr: {}", common::stderr(&out));
     let s = stdout(&out);
     let lines: Vec<&str> = s.lines().collect();
-    assert_eq!(lines, ["1000", "1000", "/home/user", "hello", "bundled", "123", "ro"], "{s}");
+    assert_eq!(
+        lines,
+        [
+            "1000",
+            "1000",
+            "/home/user",
+            "hello",
+            "bundled",
+            "123",
+            "ro"
+        ],
+        "{s}"
+    );
 }

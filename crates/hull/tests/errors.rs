@@ -23,21 +23,30 @@ fn corrupt_initrd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("initrd.img");
     std::fs::write(&bad, vec![0x5a; 4096]).expect("write");
-    let env = Env::new("badinitrd", &format!("[assets]\ninitrd = \"{}\"\n", bad.display()));
+    let env = Env::new(
+        "badinitrd",
+        &format!("[assets]\ninitrd = \"{}\"\n", bad.display()),
+    );
     let out = env.run(&["--", "true"]);
     assert_one_line_error(&out, "initrd.img");
 }
 
 #[test]
 fn missing_qemu() {
-    let env = Env::new("noqemu", "[hypervisor]\nqemu = \"/nonexistent/qemu-system-x86_64\"\n");
+    let env = Env::new(
+        "noqemu",
+        "[hypervisor]\nqemu = \"/nonexistent/qemu-system-x86_64\"\n",
+    );
     let out = env.run(&["--", "true"]);
     assert_one_line_error(&out, "qemu");
 }
 
 #[test]
 fn missing_vsock_backend() {
-    let env = Env::new("novsock", "[vsock]\nmode = \"hybrid\"\nvhost_device_vsock = \"/nonexistent/vhost-device-vsock\"\n");
+    let env = Env::new(
+        "novsock",
+        "[vsock]\nmode = \"hybrid\"\nvhost_device_vsock = \"/nonexistent/vhost-device-vsock\"\n",
+    );
     let out = env.run(&["--", "true"]);
     assert_one_line_error(&out, "vhost-device-vsock");
 }
@@ -74,20 +83,39 @@ fn guest_that_never_answers_times_out_with_console_tail() {
         nix::sys::stat::makedev(5, 1),
     )
     .expect("mknod console");
-    std::fs::write(tree.join("init"), "#!/bin/sh\necho silent-init-here\nexec sleep 1000\n").expect("init");
-    std::fs::set_permissions(tree.join("init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::write(
+        tree.join("init"),
+        "#!/bin/sh\necho silent-init-here\nexec sleep 1000\n",
+    )
+    .expect("init");
+    std::fs::set_permissions(
+        tree.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let initrd = dir.path().join("silent.img");
     let status = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("cd {} && find . | cpio -o -H newc --quiet > {}", tree.display(), initrd.display()))
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet > {}",
+            tree.display(),
+            initrd.display()
+        ))
         .status()
         .expect("cpio");
     assert!(status.success());
     let env = Env::new(
         "silent",
-        &format!("[assets]\ninitrd = \"{}\"\n[hypervisor]\nboot_timeout_secs = 4\n", initrd.display()),
+        &format!(
+            "[assets]\ninitrd = \"{}\"\n[hypervisor]\nboot_timeout_secs = 4\n",
+            initrd.display()
+        ),
     );
     let out = env.run(&["--", "true"]);
     assert_one_line_error(&out, "did not answer");
-    assert!(common::stderr(&out).contains("silent-init-here"), "no console tail: {}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("silent-init-here"),
+        "no console tail: {}",
+        common::stderr(&out)
+    );
 }

@@ -16,14 +16,23 @@ fn prints_the_guest_kernel_release() {
     let host = nix::sys::utsname::uname().expect("uname");
     let guest = stdout(&out).trim().to_string();
     assert!(!guest.is_empty());
-    assert_ne!(guest, host.release().to_string_lossy(), "ran on the host kernel");
+    assert_ne!(
+        guest,
+        host.release().to_string_lossy(),
+        "ran on the host kernel"
+    );
 }
 
 #[test]
 fn exit_status_is_the_containers() {
     let env = Env::new("exit", "");
     let out = env.run(&["--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
-    assert_eq!(out.status.code(), Some(7), "stderr: {}", common::stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stderr: {}",
+        common::stderr(&out)
+    );
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(common::stderr(&out), "err\n");
 }
@@ -33,7 +42,16 @@ fn stdin_reaches_the_container() {
     let env = Env::new("stdin", "");
     let root = common::rootfs().to_string_lossy().into_owned();
     let mut child = env
-        .hull(&["run", "-i", "--rootfs", &root, "--", "sh", "-c", "cat; echo done"])
+        .hull(&[
+            "run",
+            "-i",
+            "--rootfs",
+            &root,
+            "--",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -69,7 +87,10 @@ fn env_cwd_and_sizes_are_honoured() {
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(lines[..3], ["bar baz", "/tmp", "2"], "{s}");
     let mem: u32 = lines[3].parse().expect("MemTotal");
-    assert!((100..=192).contains(&mem), "guest MemTotal {mem} MiB for --memory 192");
+    assert!(
+        (100..=192).contains(&mem),
+        "guest MemTotal {mem} MiB for --memory 192"
+    );
 }
 
 #[test]
@@ -90,12 +111,19 @@ fn sigterm_reaches_the_container() {
         assert!(n > 0, "hull ended before the container was ready");
         seen.extend_from_slice(&buf[..n]);
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .expect("kill");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
     out.read_to_end(&mut seen).expect("read rest");
     let status = child.wait().expect("wait");
     env.assert_clean();
-    assert!(String::from_utf8_lossy(&seen).contains("got-term"), "{}", String::from_utf8_lossy(&seen));
+    assert!(
+        String::from_utf8_lossy(&seen).contains("got-term"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
     assert_eq!(status.code(), Some(3));
 }
 
@@ -112,7 +140,15 @@ fn a_dead_helper_fails_the_sandbox_with_its_name() {
     let env = Env::new("helperdeath", "");
     let root = common::rootfs().to_string_lossy().into_owned();
     let mut child = env
-        .hull(&["run", "--rootfs", &root, "--", "sh", "-c", "echo ready; sleep 1000"])
+        .hull(&[
+            "run",
+            "--rootfs",
+            &root,
+            "--",
+            "sh",
+            "-c",
+            "echo ready; sleep 1000",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -122,16 +158,28 @@ fn a_dead_helper_fails_the_sandbox_with_its_name() {
     let n = out.read(&mut buf).expect("read");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("ready"));
     let dir = std::path::Path::new(common::RUN_ROOT).join(&env.id);
-    let victims = common::processes_mentioning(&format!("--socket-path={}/virtiofsd.sock", dir.display()));
+    let victims =
+        common::processes_mentioning(&format!("--socket-path={}/virtiofsd.sock", dir.display()));
     assert!(!victims.is_empty(), "no virtiofsd found for the sandbox");
     // Kill only the virtiofsd this test's sandbox started (its own pid, first field).
     for v in &victims {
-        let pid: i32 = v.split(':').next().and_then(|p| p.parse().ok()).expect("pid");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let pid: i32 = v
+            .split(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("pid");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     let t = Instant::now();
     let o = child.wait_with_output().expect("wait");
-    assert!(t.elapsed() < Duration::from_secs(30), "hull took {:?} to notice", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "hull took {:?} to notice",
+        t.elapsed()
+    );
     env.assert_clean();
     common::assert_one_line_error(&o, "virtiofsd");
 }

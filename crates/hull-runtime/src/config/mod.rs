@@ -192,8 +192,10 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
-        let mut merged: toml::Table = toml::from_str(DEFAULT_TOML).map_err(|e| invalid(e.to_string()))?;
-        let user: toml::Table = toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))?;
+        let mut merged: toml::Table =
+            toml::from_str(DEFAULT_TOML).map_err(|e| invalid(e.to_string()))?;
+        let user: toml::Table =
+            toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))?;
         merge(&mut merged, user);
         let config: Config = toml::Value::Table(merged)
             .try_into()
@@ -208,16 +210,28 @@ impl Config {
             return Err(format!("hypervisor.cpus must be 1..=64, not {}", h.cpus));
         }
         if !(64..=65536).contains(&h.memory_mib) {
-            return Err(format!("hypervisor.memory_mib must be 64..=65536, not {}", h.memory_mib));
+            return Err(format!(
+                "hypervisor.memory_mib must be 64..=65536, not {}",
+                h.memory_mib
+            ));
         }
         if h.boot_timeout_secs == 0 {
             return Err("hypervisor.boot_timeout_secs must be > 0".into());
         }
         if !matches!(self.shared_fs.cache.as_str(), "none" | "auto" | "always") {
-            return Err(format!("shared_fs.cache must be none, auto or always, not {:?}", self.shared_fs.cache));
+            return Err(format!(
+                "shared_fs.cache must be none, auto or always, not {:?}",
+                self.shared_fs.cache
+            ));
         }
-        if !matches!(self.runtime.agent_log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
-            return Err(format!("runtime.agent_log_level {:?} is not a log level", self.runtime.agent_log_level));
+        if !matches!(
+            self.runtime.agent_log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(format!(
+                "runtime.agent_log_level {:?} is not a log level",
+                self.runtime.agent_log_level
+            ));
         }
         if !self.runtime.run_dir.is_absolute() {
             return Err("runtime.run_dir must be an absolute path".into());
@@ -262,12 +276,16 @@ mod tests {
     fn file_overrides_one_key() {
         let c = Config::from_toml_str("[hypervisor]\ncpus = 2\n", Path::new("t")).expect("valid");
         assert_eq!(c.hypervisor.cpus, 2);
-        assert_eq!(c.hypervisor.memory_mib, Config::defaults().hypervisor.memory_mib);
+        assert_eq!(
+            c.hypervisor.memory_mib,
+            Config::defaults().hypervisor.memory_mib
+        );
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::from_toml_str("[hypervisor]\ncpu = 2\n", Path::new("t")).expect_err("unknown key");
+        let e = Config::from_toml_str("[hypervisor]\ncpu = 2\n", Path::new("t"))
+            .expect_err("unknown key");
         assert!(e.to_string().contains("cpu"), "{e}");
     }
 

@@ -35,10 +35,20 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 const KVM_GET_API_VERSION: u64 = 0xAE00;
 
 /// Decide which accelerator to use.
-pub fn decide(choice: AccelChoice, qemu: &Path, kernel: &Path, initrd: &Path, run_dir: &Path) -> AccelDecision {
+pub fn decide(
+    choice: AccelChoice,
+    qemu: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    run_dir: &Path,
+) -> AccelDecision {
     match choice {
-        AccelChoice::Tcg => return decision(Accel::Tcg, "forced by config (hypervisor.accel = tcg)"),
-        AccelChoice::Kvm => return decision(Accel::Kvm, "forced by config (hypervisor.accel = kvm)"),
+        AccelChoice::Tcg => {
+            return decision(Accel::Tcg, "forced by config (hypervisor.accel = tcg)")
+        }
+        AccelChoice::Kvm => {
+            return decision(Accel::Kvm, "forced by config (hypervisor.accel = kvm)")
+        }
         AccelChoice::Auto => {}
     }
     if let Err(why) = kvm_api_usable() {
@@ -120,14 +130,30 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path, run_dir: &Path) -> Result<()
     let dir = ProbeDir::new(run_dir)?;
     let console = dir.0.join("console.log");
     let mut cmd = Command::new(qemu);
-    cmd.args(["-machine", "microvm,accel=kvm", "-cpu", "host", "-m", "128M"]);
+    cmd.args([
+        "-machine",
+        "microvm,accel=kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "128M",
+    ]);
     cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    cmd.args(["-append", "console=ttyS0 reboot=t panic=-1 quiet hull.sharedfs=none hull.probe=1"]);
-    cmd.arg("-serial").arg(format!("file:{}", console.display()));
-    let vm = Daemon::spawn("qemu (kvm probe)", cmd, Some(&dir.0.join("qemu.log"))).map_err(|e| e.to_string())?;
+    cmd.args([
+        "-append",
+        "console=ttyS0 reboot=t panic=-1 quiet hull.sharedfs=none hull.probe=1",
+    ]);
+    cmd.arg("-serial")
+        .arg(format!("file:{}", console.display()));
+    let vm = Daemon::spawn("qemu (kvm probe)", cmd, Some(&dir.0.join("qemu.log")))
+        .map_err(|e| e.to_string())?;
     let marker = hull_protocol::PROBE_OK_MARKER;
-    let seen = || std::fs::read_to_string(&console).map(|t| t.contains(marker)).unwrap_or(false);
+    let seen = || {
+        std::fs::read_to_string(&console)
+            .map(|t| t.contains(marker))
+            .unwrap_or(false)
+    };
     let ok = crate::daemon::poll_until(PROBE_TIMEOUT, || seen() || vm.exited().is_some());
     let result = if seen() {
         Ok(())

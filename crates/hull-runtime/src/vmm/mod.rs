@@ -84,6 +84,10 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
 }
 
 /// Start a VM with the configured driver.
-pub fn start(qemu_binary: &std::path::Path, spec: &VmSpec, notify: Option<crate::daemon::Notify>) -> Result<Box<dyn Hypervisor>> {
+pub fn start(
+    qemu_binary: &std::path::Path,
+    spec: &VmSpec,
+    notify: Option<crate::daemon::Notify>,
+) -> Result<Box<dyn Hypervisor>> {
     Ok(Box::new(qemu::Qemu::start(qemu_binary, spec, notify)?))
 }

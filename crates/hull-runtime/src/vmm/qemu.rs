@@ -26,37 +26,73 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
     };
     let mem = format!("{}M", spec.memory_mib);
     push(&["-name", &format!("hull-{},debug-threads=on", spec.id)]);
-    push(&["-machine", &format!("microvm,accel={accel},memory-backend=mem,pcie=off,rtc=on")]);
+    push(&[
+        "-machine",
+        &format!("microvm,accel={accel},memory-backend=mem,pcie=off,rtc=on"),
+    ]);
     push(&["-cpu", cpu, "-smp", &spec.cpus.to_string(), "-m", &mem]);
     // vhost-user backends map guest RAM, so it must be a shareable memfd.
-    push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
+    push(&[
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+    ]);
     push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-    push(&["-kernel", &path(&spec.kernel), "-initrd", &path(&spec.initrd), "-append", &spec.cmdline]);
-    push(&["-chardev", &format!("file,id=console,path={}", path(&spec.console_log))]);
+    push(&[
+        "-kernel",
+        &path(&spec.kernel),
+        "-initrd",
+        &path(&spec.initrd),
+        "-append",
+        &spec.cmdline,
+    ]);
+    push(&[
+        "-chardev",
+        &format!("file,id=console,path={}", path(&spec.console_log)),
+    ]);
     push(&["-serial", "chardev:console"]);
-    push(&["-qmp", &format!("unix:{},server=on,wait=off", path(&spec.control_socket))]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", path(&spec.control_socket)),
+    ]);
     // vhost-user devices refuse legacy virtio-mmio.
     push(&["-global", "virtio-mmio.force-legacy=false"]);
     push(&["-device", "virtio-rng-device"]);
     match &spec.vsock {
-        VsockDevice::Vhost { cid } => push(&["-device", &format!("vhost-vsock-device,guest-cid={cid}")]),
+        VsockDevice::Vhost { cid } => {
+            push(&["-device", &format!("vhost-vsock-device,guest-cid={cid}")])
+        }
         VsockDevice::VhostUser { socket } => {
-            push(&["-chardev", &format!("socket,id=vsock,path={}", path(socket))]);
+            push(&[
+                "-chardev",
+                &format!("socket,id=vsock,path={}", path(socket)),
+            ]);
             push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
         }
     }
     let tag = hull_protocol::SHARED_FS_TAG;
     match &spec.shared_fs {
         SharedFsDevice::VirtioFs { socket } => {
-            push(&["-chardev", &format!("socket,id=sharedfs,path={}", path(socket))]);
-            push(&["-device", &format!("vhost-user-fs-device,chardev=sharedfs,tag={tag}")]);
+            push(&[
+                "-chardev",
+                &format!("socket,id=sharedfs,path={}", path(socket)),
+            ]);
+            push(&[
+                "-device",
+                &format!("vhost-user-fs-device,chardev=sharedfs,tag={tag}"),
+            ]);
         }
         SharedFsDevice::NineP { dir } => {
             push(&[
                 "-fsdev",
-                &format!("local,id=sharedfs,path={},security_model=passthrough", path(dir)),
+                &format!(
+                    "local,id=sharedfs,path={},security_model=passthrough",
+                    path(dir)
+                ),
             ]);
-            push(&["-device", &format!("virtio-9p-device,fsdev=sharedfs,mount_tag={tag}")]);
+            push(&[
+                "-device",
+                &format!("virtio-9p-device,fsdev=sharedfs,mount_tag={tag}"),
+            ]);
         }
     }
     a
@@ -144,9 +180,15 @@ mod tests {
         let a = args(&spec()).join(" ");
         assert!(a.contains("microvm,accel=tcg,memory-backend=mem"), "{a}");
         assert!(a.contains("-cpu max -smp 2 -m 256M"), "{a}");
-        assert!(a.contains("memory-backend-memfd,id=mem,size=256M,share=on"), "{a}");
+        assert!(
+            a.contains("memory-backend-memfd,id=mem,size=256M,share=on"),
+            "{a}"
+        );
         assert!(a.contains("vhost-user-vsock-device,chardev=vsock"), "{a}");
-        assert!(a.contains("vhost-user-fs-device,chardev=sharedfs,tag=hullshared"), "{a}");
+        assert!(
+            a.contains("vhost-user-fs-device,chardev=sharedfs,tag=hullshared"),
+            "{a}"
+        );
         assert!(a.contains("-no-reboot"), "{a}");
     }
 
@@ -155,10 +197,15 @@ mod tests {
         let mut s = spec();
         s.accel = Accel::Kvm;
         s.vsock = VsockDevice::Vhost { cid: 7 };
-        s.shared_fs = SharedFsDevice::NineP { dir: "/r/shared".into() };
+        s.shared_fs = SharedFsDevice::NineP {
+            dir: "/r/shared".into(),
+        };
         let a = args(&s).join(" ");
         assert!(a.contains("accel=kvm") && a.contains("-cpu host"), "{a}");
         assert!(a.contains("vhost-vsock-device,guest-cid=7"), "{a}");
-        assert!(a.contains("virtio-9p-device,fsdev=sharedfs,mount_tag=hullshared"), "{a}");
+        assert!(
+            a.contains("virtio-9p-device,fsdev=sharedfs,mount_tag=hullshared"),
+            "{a}"
+        );
     }
 }

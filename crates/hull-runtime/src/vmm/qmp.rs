@@ -23,10 +23,17 @@ pub struct Qmp {
 impl Qmp {
     /// Connect, read the greeting and enter command mode.
     pub fn connect(socket: &Path, timeout: Duration) -> Result<Qmp> {
-        let stream = UnixStream::connect(socket).map_err(|e| Error::io(format!("connect QMP {}", socket.display()), e))?;
-        stream.set_read_timeout(Some(timeout)).map_err(|e| Error::io("QMP timeout", e))?;
-        stream.set_write_timeout(Some(timeout)).map_err(|e| Error::io("QMP timeout", e))?;
-        let writer = stream.try_clone().map_err(|e| Error::io("dup QMP socket", e))?;
+        let stream = UnixStream::connect(socket)
+            .map_err(|e| Error::io(format!("connect QMP {}", socket.display()), e))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| Error::io("QMP timeout", e))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| Error::io("QMP timeout", e))?;
+        let writer = stream
+            .try_clone()
+            .map_err(|e| Error::io("dup QMP socket", e))?;
         let mut qmp = Qmp {
             reader: BufReader::new(stream),
             writer,
@@ -73,7 +80,10 @@ impl Qmp {
             .read_line(&mut line)
             .map_err(|e| Error::io("read QMP", e))?;
         if n == 0 {
-            return Err(Error::io("read QMP", std::io::ErrorKind::UnexpectedEof.into()));
+            return Err(Error::io(
+                "read QMP",
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
         serde_json::from_str(&line).map_err(|e| Error::Agent(format!("bad QMP message: {e}")))
     }

@@ -14,7 +14,16 @@ pub fn run(config: Option<&Path>, _args: Args) -> anyhow::Result<ExitCode> {
     let (config, _) = Config::load(config)?;
     let items = hull_runtime::check::run(&config);
     for i in &items {
-        println!("{:<13} {:<4} {}", i.name, if i.ok { "ok" } else { "FAIL" }, i.detail);
+        println!(
+            "{:<13} {:<4} {}",
+            i.name,
+            if i.ok { "ok" } else { "FAIL" },
+            i.detail
+        );
     }
-    Ok(if items.iter().all(|i| i.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if items.iter().all(|i| i.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -30,9 +30,22 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         Ok(found) => format!("{} ({})", version_of(&found, flag), found.display()),
         Err(_) => "not found".to_string(),
     };
-    println!("# qemu: {}", version("qemu", &config.hypervisor.qemu, "--version"));
-    println!("# vhost-device-vsock: {}", version("vhost-device-vsock", &config.vsock.vhost_device_vsock, "--version"));
-    println!("# virtiofsd: {}", version("virtiofsd", &config.shared_fs.virtiofsd, "--version"));
+    println!(
+        "# qemu: {}",
+        version("qemu", &config.hypervisor.qemu, "--version")
+    );
+    println!(
+        "# vhost-device-vsock: {}",
+        version(
+            "vhost-device-vsock",
+            &config.vsock.vhost_device_vsock,
+            "--version"
+        )
+    );
+    println!(
+        "# virtiofsd: {}",
+        version("virtiofsd", &config.shared_fs.virtiofsd, "--version")
+    );
     println!();
     print!("{}", config.to_toml());
     Ok(ExitCode::SUCCESS)

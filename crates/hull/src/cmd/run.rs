@@ -56,7 +56,11 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let signals = Signals::block()?;
     let (config, _) = Config::load(config)?;
     let (spec, rootfs) = build_spec(&args)?;
-    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     if let Some(m) = args.memory {
         if !(64..=65536).contains(&m) {
             bail!("--memory {m}: must be 64..=65536 MiB");
@@ -67,7 +71,10 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             bail!("--cpus {c}: must be 1..=64");
         }
     }
-    let id = args.id.clone().unwrap_or_else(|| format!("run-{}", std::process::id()));
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("run-{}", std::process::id()));
     let opts = SandboxOptions {
         cpus: args.cpus,
         memory_mib: args.memory,
@@ -77,7 +84,15 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         sandbox.stop()?;
         return Ok(ExitCode::from(130));
     }
-    let result = run_container(&sandbox, &id, &spec, &rootfs, terminal, args.interactive || args.tty, &signals);
+    let result = run_container(
+        &sandbox,
+        &id,
+        &spec,
+        &rootfs,
+        terminal,
+        args.interactive || args.tty,
+        &signals,
+    );
     let stopped = sandbox.stop();
     let status = result?;
     stopped?;
@@ -132,7 +147,11 @@ fn build_spec(args: &Args) -> anyhow::Result<(oci_spec::runtime::Spec, PathBuf)>
                 .as_ref()
                 .map(|r| r.path().clone())
                 .unwrap_or_else(|| PathBuf::from("rootfs"));
-            let rootfs = if root.is_absolute() { root } else { bundle.join(root) };
+            let rootfs = if root.is_absolute() {
+                root
+            } else {
+                bundle.join(root)
+            };
             (spec, rootfs)
         }
         (None, Some(rootfs)) => {
@@ -180,4 +199,9 @@ fn build_spec(args: &Args) -> anyhow::Result<(oci_spec::runtime::Spec, PathBuf)>
 }
 
 /// Signals `hull run` passes on to the container.
-pub const FORWARDED: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+pub const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];

@@ -60,24 +60,26 @@ impl Signals {
         let done = Arc::new(AtomicBool::new(false));
         let d = done.clone();
         let set = self.set;
-        let _ = std::thread::Builder::new().name("signals".into()).spawn(move || loop {
-            let Ok(sig) = set.wait() else { return };
-            if d.load(Ordering::SeqCst) {
-                return;
-            }
-            if sig == Signal::SIGWINCH {
-                if terminal {
-                    if let Some((rows, cols)) = crate::cmd::tty::size() {
-                        let _ = agent.resize(&id, "", rows, cols);
-                    }
+        let _ = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || loop {
+                let Ok(sig) = set.wait() else { return };
+                if d.load(Ordering::SeqCst) {
+                    return;
                 }
-                continue;
-            }
-            tracing::debug!(signal = %sig, "forwarding");
-            if let Err(e) = agent.signal(&id, "", sig as u32, false) {
-                tracing::warn!(signal = %sig, error = %e, "could not forward signal");
-            }
-        });
+                if sig == Signal::SIGWINCH {
+                    if terminal {
+                        if let Some((rows, cols)) = crate::cmd::tty::size() {
+                            let _ = agent.resize(&id, "", rows, cols);
+                        }
+                    }
+                    continue;
+                }
+                tracing::debug!(signal = %sig, "forwarding");
+                if let Err(e) = agent.signal(&id, "", sig as u32, false) {
+                    tracing::warn!(signal = %sig, error = %e, "could not forward signal");
+                }
+            });
         Forwarder { done }
     }
 }

@@ -27,15 +27,22 @@ pub fn make_rootfs(dir: &Path) {
     for d in ["proc", "sys", "dev", "tmp", "etc", "run", "home/user"] {
         std::fs::create_dir_all(dir.join(d)).expect("mkdir");
     }
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static must be installed (/bin/busybox)");
-    let list = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("busybox-static must be installed (/bin/busybox)");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
         }
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
-        .expect("passwd");
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+    )
+    .expect("passwd");
     std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").expect("group");
 }
 
@@ -90,7 +97,11 @@ impl Env {
         let procs = processes_mentioning(&dir.to_string_lossy());
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        assert!(!mounts.contains(&self.id), "mount left behind for {}", self.id);
+        assert!(
+            !mounts.contains(&self.id),
+            "mount left behind for {}",
+            self.id
+        );
     }
 }
 
@@ -125,8 +136,14 @@ pub fn stderr(o: &Output) -> String {
 /// Assert a failed run: non-zero status and one error line on stderr naming `needle`.
 pub fn assert_one_line_error(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].contains(needle), "error does not name {needle:?}: {err}");
+    assert!(
+        lines[0].contains(needle),
+        "error does not name {needle:?}: {err}"
+    );
 }
