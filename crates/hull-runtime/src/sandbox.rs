@@ -153,6 +153,11 @@ impl Sandbox {
             hull_protocol::cmdline::LOG,
             cfg.runtime.agent_log_level
         );
+        let tsc = vmm::tsc::tcg_kernel_params(accel.tsc_khz);
+        if !tsc.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&tsc);
+        }
         if !cfg.hypervisor.kernel_params.trim().is_empty() {
             cmdline.push(' ');
             cmdline.push_str(cfg.hypervisor.kernel_params.trim());

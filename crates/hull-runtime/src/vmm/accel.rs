@@ -28,6 +28,9 @@ pub struct AccelDecision {
     pub accel: Accel,
     /// Why, in a few words (printed by `hull check`, logged at boot).
     pub reason: String,
+    /// With TCG: the host TSC rate in kHz, passed to the guest (see `tsc`).
+    #[serde(default)]
+    pub tsc_khz: Option<u64>,
 }
 
 /// How long the KVM probe VM may take to print its marker (a real KVM guest takes well under 1 s).
@@ -71,6 +74,10 @@ fn decision(accel: Accel, reason: &str) -> AccelDecision {
     AccelDecision {
         accel,
         reason: reason.to_string(),
+        tsc_khz: match accel {
+            Accel::Tcg => super::tsc::host_khz(),
+            Accel::Kvm => None,
+        },
     }
 }
 
@@ -101,7 +108,7 @@ fn probe_key(qemu: &Path, kernel: &Path, initrd: &Path) -> String {
             .map(|m| format!("{}:{}:{:?}", p.display(), m.len(), m.modified().ok()))
             .unwrap_or_else(|_| format!("{}:missing", p.display()))
     };
-    format!("{}|{}|{}", id(qemu), id(kernel), id(initrd))
+    format!("v2|{}|{}|{}", id(qemu), id(kernel), id(initrd))
 }
 
 fn read_cache(path: &Path, key: &str) -> Option<AccelDecision> {

@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod qemu;
 pub mod qmp;
+pub mod tsc;
 
 use std::path::PathBuf;
 use std::time::Duration;
