@@ -8,6 +8,7 @@ pub mod exit;
 pub mod init;
 pub mod logging;
 pub mod process;
+pub mod ready;
 pub mod reaper;
 pub mod rootfs;
 pub mod server;

@@ -208,6 +208,9 @@ pub async fn serve(addr: &str, runtime: Arc<Runtime>) -> ! {
             Ok(mut server) => match server.start().await {
                 Ok(()) => {
                     tracing::info!(addr, "agent listening");
+                    if addr.starts_with("vsock://") {
+                        tokio::task::spawn_blocking(crate::ready::announce);
+                    }
                     // The accept loop runs in its own task; keep the server alive.
                     std::future::pending::<()>().await;
                 }

@@ -41,6 +41,12 @@ pub use ttrpc;
 
 /// AF_VSOCK port the agent listens on inside the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// Host port the agent connects to (and writes READY_LINE) once it serves: the host's
+/// "agent ready" event. The host must not connect earlier (see docs/architecture notes
+/// on vhost-device-vsock: a host connection before the guest driver is up can wedge it).
+pub const READY_VSOCK_PORT: u32 = 1025;
+/// What the agent writes on the ready connection.
+pub const READY_LINE: &[u8] = b"hull-agent ready\n";
 /// virtio-fs / 9p tag of the sandbox's shared directory.
 pub const SHARED_FS_TAG: &str = "hullshared";
 /// Where the agent mounts the shared directory in the guest.

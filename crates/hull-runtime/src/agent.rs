@@ -43,7 +43,11 @@ impl Agent {
             if let Some(why) = dead() {
                 return Err(why);
             }
-            let last = match vsock::connect(addr, Duration::from_secs(2)) {
+            // A guest that is not listening yet is refused at once; a long handshake wait only
+            // matters for a guest that is slow to answer (TCG on a busy host).
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let handshake = remaining.clamp(Duration::from_millis(500), Duration::from_secs(10));
+            let last = match vsock::connect(addr, handshake) {
                 Ok(fd) => match Self::from_fd(fd).and_then(|a| {
                     let remaining = deadline
                         .saturating_duration_since(Instant::now())

@@ -179,15 +179,25 @@ impl Sandbox {
         self.times.prepare = t0.elapsed();
         let t1 = Instant::now();
         self.vm = Some(vmm::start(&qemu, &spec, Some(tx))?);
-        let connected = Agent::connect(
-            &addr,
-            Duration::from_secs(cfg.hypervisor.boot_timeout_secs),
-            || {
-                rx.try_recv()
-                    .ok()
-                    .map(|(name, status)| format!("{name} exited during boot ({status})"))
-            },
-        );
+        let boot_timeout = Duration::from_secs(cfg.hypervisor.boot_timeout_secs);
+        let mut dead = || {
+            rx.try_recv()
+                .ok()
+                .map(|(name, status)| format!("{name} exited during boot ({status})"))
+        };
+        // With hybrid vsock, wait for the agent's own "ready" connection before connecting:
+        // a host connection that reaches vhost-device-vsock before the guest driver has set
+        // the device up can leave it deaf to this VM.
+        let announced = match self.vsock.as_ref().and_then(|v| v.ready.as_ref()) {
+            Some(ready) => vsock::wait_ready(ready, boot_timeout, &mut dead),
+            None => Ok(()),
+        };
+        let connected = announced.and_then(|()| {
+            let left = boot_timeout
+                .saturating_sub(t1.elapsed())
+                .max(Duration::from_secs(5));
+            Agent::connect(&addr, left, &mut dead)
+        });
         let (agent, check) = match connected {
             Ok(ok) => ok,
             Err(what) => {

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -41,6 +41,8 @@ pub struct VsockBackend {
     pub address: AgentAddress,
     /// The vhost-user backend, if any.
     pub daemon: Option<Daemon>,
+    /// Hybrid vsock: where the agent announces that it serves (guest-initiated connection).
+    pub ready: Option<UnixListener>,
 }
 
 /// Which transport `mode` means on this host.
@@ -67,11 +69,20 @@ pub fn start(
                 device: VsockDevice::Vhost { cid },
                 address: AgentAddress::Vsock { cid, port },
                 daemon: None,
+                ready: None,
             })
         }
         _ => {
             let vu = run_dir.join("vsock.vhost-user.sock");
             let uds = run_dir.join("vsock.sock");
+            // Guest connections to host port P arrive on `<uds>_P`.
+            let ready_path = PathBuf::from(format!(
+                "{}_{}",
+                uds.display(),
+                hull_protocol::READY_VSOCK_PORT
+            ));
+            let ready = UnixListener::bind(&ready_path)
+                .map_err(|e| Error::io(format!("listen on {}", ready_path.display()), e))?;
             let mut cmd = Command::new(&cfg.vhost_device_vsock);
             cmd.arg("--vm").arg(format!(
                 "guest-cid=3,socket={},uds-path={}",
@@ -99,6 +110,7 @@ pub fn start(
                 device: VsockDevice::VhostUser { socket: vu },
                 address: AgentAddress::Hybrid { uds, port },
                 daemon: Some(daemon),
+                ready: Some(ready),
             })
         }
     }
@@ -147,6 +159,50 @@ pub fn connect(addr: &AgentAddress, timeout: Duration) -> std::io::Result<OwnedF
             )?;
             Ok(fd)
         }
+    }
+}
+
+/// Wait until the agent announces itself on `ready`, `timeout` passes, or `dead()` says why not.
+pub fn wait_ready(
+    ready: &UnixListener,
+    timeout: Duration,
+    mut dead: impl FnMut() -> Option<String>,
+) -> std::result::Result<(), String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + timeout;
+    ready.set_nonblocking(true).map_err(|e| e.to_string())?;
+    loop {
+        if let Some(why) = dead() {
+            return Err(why);
+        }
+        match ready.accept() {
+            Ok((mut s, _)) => {
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(|e| e.to_string())?;
+                let line =
+                    read_line(&mut s, 64).map_err(|e| format!("agent ready connection: {e}"))?;
+                let want = String::from_utf8_lossy(hull_protocol::READY_LINE);
+                if line != want.trim_end() {
+                    return Err(format!("agent announced itself with {line:?}"));
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("accept agent ready connection: {e}")),
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "agent did not answer within {}s (it never announced itself)",
+                timeout.as_secs()
+            ));
+        }
+        // Wake at least every 100 ms to notice a dead VM or helper.
+        let wait = left.min(Duration::from_millis(100)).as_millis() as u16;
+        let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(wait));
     }
 }
 
