@@ -283,3 +283,72 @@ fn map(what: &'static str) -> impl Fn(ttrpc::Error) -> Error {
         other => Error::Agent(format!("{what}: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    /// A fake guest that answers the first request with `reply`, then keeps the socket open.
+    fn hostile_agent(reply: Vec<u8>) -> (Agent, std::thread::JoinHandle<()>) {
+        let (host, mut guest) = UnixStream::pair().expect("socketpair");
+        let h = std::thread::spawn(move || {
+            let mut header = [0u8; 10];
+            if guest.read_exact(&mut header).is_ok() {
+                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                let mut body = vec![0u8; len];
+                let _ = guest.read_exact(&mut body);
+                let _ = guest.write_all(&reply);
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        (Agent::from_fd(OwnedFd::from(host)).expect("client"), h)
+    }
+
+    #[test]
+    fn garbage_reply_is_an_error_not_a_hang() {
+        let (agent, _h) =
+            hostile_agent(b"\x00\x00\x00\x05\x00\x00\x00\x01\x02\x00garbage".to_vec());
+        let t = Instant::now();
+        let e = agent
+            .check(Duration::from_secs(2))
+            .expect_err("garbage must fail");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(e.to_string().contains("Check"), "{e}");
+    }
+
+    #[test]
+    fn oversized_frame_is_refused() {
+        // A response header announcing 1 GiB: the client must not try to read or allocate it.
+        let mut reply = (1u32 << 30).to_be_bytes().to_vec();
+        reply.extend_from_slice(&[0, 0, 0, 1, 2, 0]);
+        let (agent, _h) = hostile_agent(reply);
+        let t = Instant::now();
+        assert!(agent.check(Duration::from_secs(2)).is_err());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn silent_agent_times_out() {
+        let (agent, _h) = hostile_agent(Vec::new());
+        let t = Instant::now();
+        let e = agent
+            .check(Duration::from_millis(300))
+            .expect_err("no answer");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(e.to_string().contains("timed out"), "{e}");
+    }
+}
