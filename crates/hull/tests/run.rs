@@ -183,3 +183,20 @@ fn a_dead_helper_fails_the_sandbox_with_its_name() {
     env.assert_clean();
     common::assert_one_line_error(&o, "virtiofsd");
 }
+
+#[test]
+fn root_in_the_container_has_only_the_specs_capabilities() {
+    let env = Env::new("caps", "");
+    let out = env.run(&[
+        "--",
+        "sh",
+        "-c",
+        "grep -E '^Cap(Eff|Bnd)' /proc/self/status; hostname other 2>/dev/null || echo denied",
+    ]);
+    assert!(out.status.success(), "stderr: {}", common::stderr(&out));
+    // The default OCI set: CAP_KILL, CAP_NET_BIND_SERVICE, CAP_AUDIT_WRITE.
+    assert_eq!(
+        stdout(&out),
+        "CapEff:\t0000000020000420\nCapBnd:\t0000000020000420\ndenied\n"
+    );
+}

@@ -1,6 +1,7 @@
 //! Containers in the guest: our own minimal OCI implementation. `Runtime` holds the containers
 //! and is the seam the ttrpc server (and tests) drive; one file per operation.
 
+mod caps;
 mod cgroup;
 mod console;
 mod create;

@@ -91,11 +91,13 @@ pub fn prepare(p: &Process) -> Result<Prepared, HelperError> {
         .flatten()
         .map(|g| Gid::from_raw(*g))
         .collect();
+    super::caps::before_user_switch(p)?;
     setgroups(&groups).map_err(|e| HelperError::internal("setgroups", e))?;
     setgid(Gid::from_raw(user.gid()))
         .map_err(|e| HelperError::invalid(format!("setgid {}: {e}", user.gid())))?;
     setuid(Uid::from_raw(user.uid()))
         .map_err(|e| HelperError::invalid(format!("setuid {}: {e}", user.uid())))?;
+    super::caps::after_user_switch(p)?;
     chdir(p.cwd()).map_err(|e| match e {
         Errno::ENOENT | Errno::ENOTDIR => HelperError::not_found(format!(
             "cwd {} does not exist in the container",
