@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod error;
 pub mod io;
 pub mod mounts;
+pub mod owner;
 pub mod sandbox;
 pub mod sharedfs;
 pub mod spec;

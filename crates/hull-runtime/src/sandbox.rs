@@ -63,6 +63,7 @@ impl Sandbox {
         let run_dir = config.runtime.run_dir.join(id);
         std::fs::create_dir_all(&config.runtime.run_dir)
             .map_err(|e| Error::io(format!("create {}", config.runtime.run_dir.display()), e))?;
+        crate::owner::sweep_stale(&config.runtime.run_dir);
         match std::fs::create_dir(&run_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -90,7 +91,10 @@ impl Sandbox {
             containers: Mutex::new(HashMap::new()),
             torn_down: false,
         };
-        match sb.boot(opts, t0) {
+        let booted = crate::owner::claim(&sb.run_dir)
+            .map_err(|e| Error::io("record sandbox owner", e))
+            .and_then(|()| sb.boot(opts, t0));
+        match booted {
             Ok(()) => Ok(sb),
             Err(e) => {
                 sb.teardown();

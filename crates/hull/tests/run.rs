@@ -200,3 +200,50 @@ fn root_in_the_container_has_only_the_specs_capabilities() {
         "CapEff:\t0000000020000420\nCapBnd:\t0000000020000420\ndenied\n"
     );
 }
+
+#[test]
+fn a_killed_hull_leaves_no_process_and_the_next_run_sweeps_its_directory() {
+    let env = Env::new("crash", "");
+    let root = common::rootfs().to_string_lossy().into_owned();
+    let mut child = env
+        .hull(&[
+            "run",
+            "--rootfs",
+            &root,
+            "--",
+            "sh",
+            "-c",
+            "echo ready; sleep 1000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = [0u8; 64];
+    let n = out.read(&mut buf).expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("ready"));
+    child.kill().expect("SIGKILL hull");
+    child.wait().expect("reap hull");
+    let dir = std::path::Path::new(common::RUN_ROOT).join(&env.id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !common::processes_mentioning(&dir.to_string_lossy()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "helpers outlived hull: {:?}",
+            common::processes_mentioning(&dir.to_string_lossy())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        dir.exists(),
+        "expected the killed run's directory to still be there"
+    );
+    let next = Env::new("crash-next", "");
+    let o = next.run(&["--", "true"]);
+    assert!(o.status.success(), "stderr: {}", common::stderr(&o));
+    assert!(
+        !dir.exists(),
+        "stale run directory {} was not swept",
+        dir.display()
+    );
+}
