@@ -25,7 +25,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Spawn `cmd` as helper `name`. Its stdout/stderr go to `log` (appended) if given.
-    /// The child gets SIGKILL if the spawning thread dies, so keep spawning on a long-lived thread.
+    /// The child gets SIGKILL when this process dies (see `spawner`).
     pub fn spawn(name: &str, cmd: Command, log: Option<&std::path::Path>) -> Result<Daemon> {
         Self::spawn_notify(name, cmd, log, None)
     }
@@ -62,7 +62,7 @@ impl Daemon {
             });
         }
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let child: Child = cmd.spawn().map_err(|e| Error::Daemon {
+        let child: Child = spawner::spawn(cmd).map_err(|e| Error::Daemon {
             name: name.to_string(),
             what: format!("could not be started ({program}): {e}"),
         })?;
@@ -143,6 +143,43 @@ impl Drop for Daemon {
     }
 }
 
+/// PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, and callers such as
+/// the shim's RPC worker threads come and go: so every helper is forked by one thread that
+/// lives as long as the process.
+mod spawner {
+    use std::process::{Child, Command};
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+
+    type Job = (Command, Sender<std::io::Result<Child>>);
+
+    static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+
+    pub(super) fn spawn(cmd: Command) -> std::io::Result<Child> {
+        let jobs = SPAWNER.get_or_init(|| {
+            let (tx, rx) = channel::<Job>();
+            let started = std::thread::Builder::new()
+                .name("hull-spawner".into())
+                .spawn(move || {
+                    for (mut cmd, reply) in rx {
+                        let _ = reply.send(cmd.spawn());
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "could not start the spawner thread");
+            }
+            Mutex::new(tx)
+        });
+        let (reply, result) = channel();
+        super::lock(jobs)
+            .send((cmd, reply))
+            .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+        result
+            .recv()
+            .map_err(|_| std::io::Error::other("spawner thread is gone"))?
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -209,6 +246,23 @@ mod tests {
             kill(Pid::from_raw(pid), None).is_err(),
             "process {pid} still exists"
         );
+    }
+
+    #[test]
+    fn helper_outlives_the_thread_that_asked_for_it() {
+        let d = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("100");
+            Daemon::spawn("sleep", cmd, None).expect("spawn")
+        })
+        .join()
+        .expect("thread");
+        // Give a PDEATHSIG tied to the finished thread time to strike.
+        assert!(
+            d.wait_timeout(Duration::from_millis(300)).is_none(),
+            "helper died with its caller thread"
+        );
+        d.stop(Duration::from_millis(200));
     }
 
     #[test]
