@@ -43,6 +43,7 @@ fn main() {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         pid1 = is_init,
+        uptime_ms = hull_agent::ready::uptime_ms(),
         "hull-agent starting"
     );
     loop {

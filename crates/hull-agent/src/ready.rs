@@ -15,7 +15,11 @@ pub fn announce() {
     for attempt in 0..20 {
         match try_once() {
             Ok(()) => {
-                tracing::info!(port = READY_VSOCK_PORT, "told the host the agent is ready");
+                tracing::info!(
+                    port = READY_VSOCK_PORT,
+                    uptime_ms = uptime_ms(),
+                    "told the host the agent is ready"
+                );
                 return;
             }
             Err(nix::errno::Errno::ECONNREFUSED) | Err(nix::errno::Errno::ECONNRESET) => {
@@ -43,4 +47,12 @@ fn try_once() -> nix::Result<()> {
     )?;
     nix::unistd::write(&fd, READY_LINE)?;
     Ok(())
+}
+
+/// Guest uptime in milliseconds (0 if /proc/uptime cannot be read): where boot time goes.
+pub fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |secs| (secs * 1000.0) as u64)
 }
