@@ -174,6 +174,7 @@ impl Sandbox {
             cpus: opts.cpus.unwrap_or(cfg.hypervisor.cpus),
             memory_mib: opts.memory_mib.unwrap_or(cfg.hypervisor.memory_mib),
             accel: accel.accel,
+            tcg_tb_size_mib: cfg.hypervisor.tcg_tb_size_mib,
             vsock: vsock_dev,
             shared_fs: fs_dev,
             console_log: self.console_log(),

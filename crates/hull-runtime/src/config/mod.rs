@@ -65,6 +65,8 @@ pub struct HypervisorConfig {
     pub kernel_params: String,
     /// Seconds to wait for the agent.
     pub boot_timeout_secs: u64,
+    /// TCG translation cache size in MiB (0 = QEMU's default).
+    pub tcg_tb_size_mib: u32,
 }
 
 /// Accelerator choice in the config.

@@ -60,6 +60,8 @@ pub struct VmSpec {
     pub memory_mib: u32,
     /// Accelerator.
     pub accel: Accel,
+    /// TCG translation cache size in MiB (0 = QEMU's default); ignored under KVM.
+    pub tcg_tb_size_mib: u32,
     /// Agent channel device.
     pub vsock: VsockDevice,
     /// Shared directory device.

@@ -21,15 +21,16 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     let (accel, cpu) = match spec.accel {
-        Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg", "max"),
+        Accel::Kvm => ("kvm".to_string(), "host"),
+        Accel::Tcg if spec.tcg_tb_size_mib > 0 => {
+            (format!("tcg,tb-size={}", spec.tcg_tb_size_mib), "max")
+        }
+        Accel::Tcg => ("tcg".to_string(), "max"),
     };
     let mem = format!("{}M", spec.memory_mib);
     push(&["-name", &format!("hull-{},debug-threads=on", spec.id)]);
-    push(&[
-        "-machine",
-        &format!("microvm,accel={accel},memory-backend=mem,pcie=off,rtc=on"),
-    ]);
+    push(&["-machine", "microvm,memory-backend=mem,pcie=off,rtc=on"]);
+    push(&["-accel", &accel]);
     push(&["-cpu", cpu, "-smp", &spec.cpus.to_string(), "-m", &mem]);
     // vhost-user backends map guest RAM, so it must be a shareable memfd.
     push(&[
@@ -164,6 +165,7 @@ mod tests {
             cpus: 2,
             memory_mib: 256,
             accel: Accel::Tcg,
+            tcg_tb_size_mib: 0,
             vsock: VsockDevice::VhostUser {
                 socket: PathBuf::from("/r/vsock.vu"),
             },
@@ -178,7 +180,8 @@ mod tests {
     #[test]
     fn microvm_with_shared_memory_and_devices() {
         let a = args(&spec()).join(" ");
-        assert!(a.contains("microvm,accel=tcg,memory-backend=mem"), "{a}");
+        assert!(a.contains("microvm,memory-backend=mem"), "{a}");
+        assert!(a.contains("-accel tcg "), "{a}");
         assert!(a.contains("-cpu max -smp 2 -m 256M"), "{a}");
         assert!(
             a.contains("memory-backend-memfd,id=mem,size=256M,share=on"),
@@ -193,6 +196,15 @@ mod tests {
     }
 
     #[test]
+    fn tcg_translation_cache_size() {
+        let mut s = spec();
+        s.tcg_tb_size_mib = 24;
+        assert!(args(&s).join(" ").contains("-accel tcg,tb-size=24"));
+        s.accel = Accel::Kvm;
+        assert!(!args(&s).join(" ").contains("tb-size"));
+    }
+
+    #[test]
     fn kvm_and_9p_and_vhost() {
         let mut s = spec();
         s.accel = Accel::Kvm;
@@ -201,7 +213,7 @@ mod tests {
             dir: "/r/shared".into(),
         };
         let a = args(&s).join(" ");
-        assert!(a.contains("accel=kvm") && a.contains("-cpu host"), "{a}");
+        assert!(a.contains("-accel kvm") && a.contains("-cpu host"), "{a}");
         assert!(a.contains("vhost-vsock-device,guest-cid=7"), "{a}");
         assert!(
             a.contains("virtio-9p-device,fsdev=sharedfs,mount_tag=hullshared"),
