@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hull_protocol::agent::{
     CheckRequest, CheckResponse, ContainerRequest, CreateContainerRequest, Empty,
-    ExecProcessRequest, ProcessRequest, ReadStreamRequest, ReadStreamResponse, ResizeTtyRequest,
-    SignalProcessRequest, StartResponse, WaitProcessResponse, WriteStdinRequest,
-    WriteStdinResponse,
+    ExecProcessRequest, PidsResponse, ProcessRequest, ReadStreamRequest, ReadStreamResponse,
+    ResizeTtyRequest, SignalProcessRequest, StartResponse, StatsResponse, WaitProcessResponse,
+    WriteStdinRequest, WriteStdinResponse,
 };
 use hull_protocol::agent_ttrpc_async::{create_agent, Agent};
 use ttrpc::r#async::{Server, TtrpcContext};
@@ -177,6 +177,50 @@ impl Agent for AgentService {
         log_err(
             "RemoveContainer",
             self.runtime.remove(&req.container_id).await,
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn pause_container(&self, _: &TtrpcContext, req: ContainerRequest) -> Res<Empty> {
+        log_err(
+            "PauseContainer",
+            self.runtime.freeze(&req.container_id, true).await,
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn resume_container(&self, _: &TtrpcContext, req: ContainerRequest) -> Res<Empty> {
+        log_err(
+            "ResumeContainer",
+            self.runtime.freeze(&req.container_id, false).await,
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn list_pids(&self, _: &TtrpcContext, req: ContainerRequest) -> Res<PidsResponse> {
+        let pids = log_err("ListPids", self.runtime.pids(&req.container_id))?;
+        let mut r = PidsResponse::new();
+        r.pids = pids;
+        Ok(r)
+    }
+
+    async fn container_stats(&self, _: &TtrpcContext, req: ContainerRequest) -> Res<StatsResponse> {
+        let s = log_err("ContainerStats", self.runtime.stats(&req.container_id))?;
+        let mut r = StatsResponse::new();
+        r.cpu_usage_usec = s.cpu_usage_usec;
+        r.cpu_user_usec = s.cpu_user_usec;
+        r.cpu_system_usec = s.cpu_system_usec;
+        r.memory_usage_bytes = s.memory_usage_bytes;
+        r.memory_limit_bytes = s.memory_limit_bytes;
+        r.pids_current = s.pids_current;
+        r.pids_limit = s.pids_limit;
+        Ok(r)
+    }
+
+    async fn remove_process(&self, _: &TtrpcContext, req: ProcessRequest) -> Res<Empty> {
+        log_err(
+            "RemoveProcess",
+            self.runtime.remove_process(&req.container_id, &req.exec_id),
         )?;
         Ok(Empty::new())
     }

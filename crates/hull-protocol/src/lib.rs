@@ -59,6 +59,8 @@ pub const MAX_WRITE_CHUNK: usize = 64 * 1024;
 pub const MAX_SPEC_LEN: usize = 1024 * 1024;
 /// Longest container or exec id.
 pub const MAX_ID_LEN: usize = 128;
+/// Most pids a ListPids reply may carry.
+pub const MAX_PIDS: usize = 65_536;
 /// Kernel command line keys read by the agent.
 pub mod cmdline {
     /// `hull.sharedfs=virtiofs|9p|none`: how to mount the shared directory.

@@ -33,6 +33,25 @@ pub fn join(dir: &Path, pid: i32) -> io::Result<()> {
     fs::write(dir.join("cgroup.procs"), pid.to_string())
 }
 
+/// Usage counters of a cgroup ("max" limits read as 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// cpu.stat usage_usec
+    pub cpu_usage_usec: u64,
+    /// cpu.stat user_usec
+    pub cpu_user_usec: u64,
+    /// cpu.stat system_usec
+    pub cpu_system_usec: u64,
+    /// memory.current
+    pub memory_usage_bytes: u64,
+    /// memory.max (0 = no limit)
+    pub memory_limit_bytes: u64,
+    /// pids.current
+    pub pids_current: u64,
+    /// pids.max (0 = no limit)
+    pub pids_limit: u64,
+}
+
 /// One container's cgroup.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -147,6 +166,51 @@ impl Cgroup {
             .collect()
     }
 
+    /// Write `cgroup.freeze` and wait (polling `cgroup.events`, up to `timeout`) until the
+    /// kernel reports the whole cgroup frozen or thawed.
+    pub fn set_frozen(&self, frozen: bool, timeout: Duration) -> Result<(), AgentError> {
+        let want = if frozen { "1" } else { "0" };
+        fs::write(self.dir.join("cgroup.freeze"), want)
+            .map_err(|e| AgentError::io("write cgroup.freeze", e))?;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut step = Duration::from_millis(1);
+        loop {
+            let events = fs::read_to_string(self.dir.join("cgroup.events"))
+                .map_err(|e| AgentError::io("read cgroup.events", e))?;
+            if events.lines().any(|l| l.trim() == format!("frozen {want}")) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(AgentError::Internal(format!(
+                    "cgroup did not reach frozen={want} within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(step);
+            step = (step * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Usage counters; what the kernel does not provide reads as 0.
+    pub fn stats(&self) -> Stats {
+        let read = |f: &str| fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        let cpu = read("cpu.stat");
+        let field = |name: &str| {
+            cpu.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let number = |f: &str| read(f).trim().parse::<u64>().unwrap_or(0);
+        Stats {
+            cpu_usage_usec: field("usage_usec"),
+            cpu_user_usec: field("user_usec"),
+            cpu_system_usec: field("system_usec"),
+            memory_usage_bytes: number("memory.current"),
+            memory_limit_bytes: number("memory.max"),
+            pids_current: number("pids.current"),
+            pids_limit: number("pids.max"),
+        }
+    }
+
     /// Send `signal` to every process of the cgroup (`cgroup.kill` for SIGKILL when available).
     pub fn signal_all(&self, signal: Signal) {
         if signal == Signal::SIGKILL && fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
@@ -193,6 +257,43 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_read_cgroup_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cg = Cgroup::path(dir.path(), "c1");
+        fs::create_dir_all(cg.dir()).expect("mkdir");
+        let w = |f: &str, v: &str| fs::write(cg.dir().join(f), v).expect("write");
+        w(
+            "cpu.stat",
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n",
+        );
+        w("memory.current", "4096\n");
+        w("memory.max", "max\n");
+        w("pids.current", "3\n");
+        w("pids.max", "100\n");
+        let s = cg.stats();
+        assert_eq!(
+            (s.cpu_usage_usec, s.cpu_user_usec, s.cpu_system_usec),
+            (1500, 1000, 500)
+        );
+        assert_eq!((s.memory_usage_bytes, s.memory_limit_bytes), (4096, 0));
+        assert_eq!((s.pids_current, s.pids_limit), (3, 100));
+    }
+
+    #[test]
+    fn freeze_waits_for_the_kernel_and_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cg = Cgroup::path(dir.path(), "c1");
+        fs::create_dir_all(cg.dir()).expect("mkdir");
+        fs::write(cg.dir().join("cgroup.events"), "populated 1\nfrozen 1\n").expect("write");
+        cg.set_frozen(true, Duration::from_millis(50))
+            .expect("frozen");
+        let e = cg
+            .set_frozen(false, Duration::from_millis(50))
+            .expect_err("never thawed");
+        assert!(e.to_string().contains("frozen=0"), "{e}");
+    }
 
     #[test]
     fn weights() {

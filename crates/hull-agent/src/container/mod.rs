@@ -4,6 +4,7 @@
 mod caps;
 mod cgroup;
 mod console;
+mod control;
 mod create;
 mod exec;
 pub mod helper;
@@ -24,7 +25,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use cgroup::{enable_controllers, shares_to_weight, Cgroup};
+pub use cgroup::{enable_controllers, shares_to_weight, Cgroup, Stats};
 pub use rootfs::{parse_options, resolve_in_root};
 pub use setup::resolve;
 
