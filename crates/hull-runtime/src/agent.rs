@@ -238,6 +238,52 @@ impl Agent {
         Ok(())
     }
 
+    /// Freeze (`true`) or thaw a container's processes.
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
+        let req = creq(id);
+        if paused {
+            self.client
+                .pause_container(ctx(), &req)
+                .map_err(map("PauseContainer"))?;
+        } else {
+            self.client
+                .resume_container(ctx(), &req)
+                .map_err(map("ResumeContainer"))?;
+        }
+        Ok(())
+    }
+
+    /// Guest pids of a container's processes.
+    pub fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let r = self
+            .client
+            .list_pids(ctx(), &creq(id))
+            .map_err(map("ListPids"))?;
+        if r.pids.len() > hull_protocol::MAX_PIDS {
+            return Err(Error::Agent(format!(
+                "ListPids returned {} pids, limit {}",
+                r.pids.len(),
+                hull_protocol::MAX_PIDS
+            )));
+        }
+        Ok(r.pids)
+    }
+
+    /// Resource counters of a container's cgroup.
+    pub fn stats(&self, id: &str) -> Result<pb::StatsResponse> {
+        self.client
+            .container_stats(ctx(), &creq(id))
+            .map_err(map("ContainerStats"))
+    }
+
+    /// Forget an exited exec process.
+    pub fn remove_process(&self, id: &str, exec_id: &str) -> Result<()> {
+        self.client
+            .remove_process(ctx(), &preq(id, exec_id))
+            .map_err(map("RemoveProcess"))?;
+        Ok(())
+    }
+
     /// Ask the guest to power off.
     pub fn shutdown(&self, timeout: Duration) -> Result<()> {
         self.client
@@ -249,6 +295,12 @@ impl Agent {
 
 fn ctx() -> context::Context {
     context::with_duration(CALL_TIMEOUT)
+}
+
+fn creq(id: &str) -> pb::ContainerRequest {
+    let mut r = pb::ContainerRequest::new();
+    r.container_id = id.to_string();
+    r
 }
 
 fn preq(id: &str, exec_id: &str) -> pb::ProcessRequest {

@@ -10,6 +10,25 @@ use crate::mounts;
 use crate::sandbox::Sandbox;
 use crate::spec::{self, HostBind};
 
+/// Resource usage of a container, as its guest cgroup counts it (0 = not provided / no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerStats {
+    /// CPU time, total.
+    pub cpu_usage_usec: u64,
+    /// CPU time in user mode.
+    pub cpu_user_usec: u64,
+    /// CPU time in kernel mode.
+    pub cpu_system_usec: u64,
+    /// Memory in use.
+    pub memory_usage_bytes: u64,
+    /// Memory limit (0 = none).
+    pub memory_limit_bytes: u64,
+    /// Number of processes.
+    pub pids_current: u64,
+    /// Process limit (0 = none).
+    pub pids_limit: u64,
+}
+
 /// What the host keeps about a container.
 #[derive(Debug)]
 pub(crate) struct HostContainer {
@@ -117,6 +136,43 @@ impl Sandbox {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         r
+    }
+
+    /// Freeze (`true`) or thaw every process of a container.
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
+        self.known(id)?;
+        self.agent()?
+            .set_paused(id, paused)
+            .map_err(|e| self.explain(e))
+    }
+
+    /// Guest pids of a container's processes.
+    pub fn container_pids(&self, id: &str) -> Result<Vec<u32>> {
+        self.known(id)?;
+        self.agent()?.pids(id).map_err(|e| self.explain(e))
+    }
+
+    /// Resource usage of a container (its cgroup inside the guest).
+    pub fn stats(&self, id: &str) -> Result<ContainerStats> {
+        self.known(id)?;
+        let s = self.agent()?.stats(id).map_err(|e| self.explain(e))?;
+        Ok(ContainerStats {
+            cpu_usage_usec: s.cpu_usage_usec,
+            cpu_user_usec: s.cpu_user_usec,
+            cpu_system_usec: s.cpu_system_usec,
+            memory_usage_bytes: s.memory_usage_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            pids_current: s.pids_current,
+            pids_limit: s.pids_limit,
+        })
+    }
+
+    /// Forget an exited exec process of a container.
+    pub fn remove_exec(&self, id: &str, exec_id: &str) -> Result<()> {
+        self.known(id)?;
+        self.agent()?
+            .remove_process(id, exec_id)
+            .map_err(|e| self.explain(e))
     }
 
     fn known(&self, id: &str) -> Result<()> {

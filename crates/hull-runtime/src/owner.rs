@@ -40,6 +40,13 @@ fn owner_is_gone(run_dir: &Path) -> bool {
     identity(pid).as_deref() != Some(text.trim())
 }
 
+/// The pid of the live process recorded as the owner of `run_dir`, if any.
+pub fn live_owner(run_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(run_dir.join(OWNER_FILE)).ok()?;
+    let pid = text.split_whitespace().next()?.parse::<u32>().ok()?;
+    (identity(pid).as_deref() == Some(text.trim())).then_some(pid)
+}
+
 /// Remove the run directories under `root` whose owner died without cleaning up.
 pub fn sweep_stale(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {

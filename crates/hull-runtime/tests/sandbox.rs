@@ -87,6 +87,31 @@ fn exec_and_signals_in_a_running_container() {
         sandbox.wait("c1", "nope").is_err(),
         "unknown exec id must fail"
     );
+
+    // An exited exec can be forgotten, and its id used again.
+    sandbox.remove_exec("c1", "e1").expect("remove exec");
+    assert!(
+        sandbox.wait("c1", "e1").is_err(),
+        "removed exec must be gone"
+    );
+    process.set_args(Some(vec!["true".into()]));
+    sandbox.exec("c1", "e1", &process).expect("exec id reused");
+    assert_eq!(sandbox.wait("c1", "e1").expect("wait reused exec"), 0);
+
+    // Pids, stats, pause and resume act on the container's cgroup in the guest.
+    let init_pid = sandbox.start_container("c1").err().map(|_| ());
+    assert!(init_pid.is_some(), "starting twice must fail");
+    let pids = sandbox.container_pids("c1").expect("pids");
+    assert!(!pids.is_empty(), "the container's sleep must be listed");
+    let stats = sandbox.stats("c1").expect("stats");
+    assert!(stats.pids_current >= 1, "{stats:?}");
+    assert!(stats.memory_usage_bytes > 0, "{stats:?}");
+    sandbox.set_paused("c1", true).expect("pause");
+    sandbox.set_paused("c1", false).expect("resume");
+    assert!(
+        sandbox.set_paused("nope", true).is_err(),
+        "unknown container"
+    );
     sandbox
         .signal("c1", "", libc::SIGKILL, false)
         .expect("kill");
