@@ -1,0 +1,156 @@
+//! The shim process lifecycle as containerd drives it: `start` (spawn the serving shim and
+//! print its socket), serve (private mount namespace, logging, the task service) and
+//! `delete` (clean up after a shim that died).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config as ShimConfig, DeleteResponse, ExitSignal, Flags, StartOpts};
+use hull_runtime::Config;
+
+use crate::events::{timestamp, Publisher};
+use crate::pod::{Pod, SANDBOX_FILE, SANDBOX_ID_ANNOTATION};
+use crate::task::TaskService;
+
+/// The runtime name containerd knows us by.
+pub const RUNTIME_ID: &str = "io.containerd.hull.v2";
+
+/// Exit status reported for a task whose shim died (as if SIGKILLed).
+const DEAD_SHIM_STATUS: u32 = 128 + 9;
+
+/// The shim.
+pub struct HullShim {
+    flags_id: String,
+    namespace: String,
+    config: Result<Config, String>,
+    exit: Arc<ExitSignal>,
+}
+
+impl HullShim {
+    fn load_config() -> Result<Config, String> {
+        Config::load(None)
+            .map(|(c, _)| c)
+            .map_err(|e| format!("hull configuration: {e}"))
+    }
+}
+
+impl containerd_shim::Shim for HullShim {
+    type T = TaskService;
+
+    fn new(_runtime_id: &str, flags: &Flags, _config: &mut ShimConfig) -> Self {
+        let serving = flags.action.is_empty();
+        if serving {
+            crate::logging::init(flags.debug, &flags.namespace, &flags.id);
+            // Every mount of this pod lives in a namespace that dies with the shim and its
+            // helpers, so not even a SIGKILLed shim can leave one behind. Done before any
+            // thread exists, so all threads share it.
+            if let Err(e) = hull_runtime::mounts::enter_private_mount_namespace() {
+                tracing::error!(error = %e, "cannot enter a private mount namespace");
+            }
+        }
+        HullShim {
+            flags_id: flags.id.clone(),
+            namespace: flags.namespace.clone(),
+            config: Self::load_config(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // Containers of one pod share one shim (and one VM): group them by the sandbox id.
+        let grouping = pod_grouping(Path::new("config.json")).unwrap_or_else(|| opts.id.clone());
+        let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        containerd_shim::util::write_address(&address)?;
+        Ok(address)
+    }
+
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let sandbox_id = std::fs::read_to_string(SANDBOX_FILE)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| self.flags_id.clone());
+        match &self.config {
+            Ok(config) => cleanup_dead_sandbox(&config.runtime.run_dir, &sandbox_id),
+            Err(e) => eprintln!("containerd-shim-hull-v2 delete: {e}"),
+        }
+        remove_dead_socket();
+        let mut r = DeleteResponse::new();
+        r.exit_status = DEAD_SHIM_STATUS;
+        r.exited_at = Some(timestamp(SystemTime::now())).into();
+        Ok(r)
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let events = Arc::new(Publisher::new(publisher, &self.namespace));
+        let config = match &self.config {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                tracing::error!(error = %e, "using built-in defaults");
+                Config::defaults()
+            }
+        };
+        TaskService::new(Pod::new(config, events), self.exit.clone())
+    }
+}
+
+/// The sandbox id annotation of the bundle's spec, if it has one.
+fn pod_grouping(config_json: &Path) -> Option<String> {
+    let spec = oci_spec::runtime::Spec::load(config_json).ok()?;
+    spec.annotations()
+        .as_ref()?
+        .get(SANDBOX_ID_ANNOTATION)
+        .cloned()
+}
+
+/// The socket of a shim that was killed stays behind; remove it (the address file in the
+/// bundle names it).
+fn remove_dead_socket() {
+    let Ok(address) = containerd_shim::util::read_address() else {
+        return;
+    };
+    let path = Path::new(address.trim().trim_start_matches("unix://"));
+    let is_socket = std::fs::symlink_metadata(path)
+        .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        .unwrap_or(false);
+    // Only a socket nobody answers on: a live shim of the same pod may still serve it.
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// After a shim died: end it for good if it is somehow still there, then remove the sandbox's
+/// run directory. Its helpers die with it (PDEATHSIG) and its mounts with its namespace.
+fn cleanup_dead_sandbox(run_root: &Path, sandbox_id: &str) {
+    if hull_protocol::validate_id(sandbox_id).is_err() {
+        return;
+    }
+    let dir: PathBuf = run_root.join(sandbox_id);
+    if !dir.exists() {
+        return;
+    }
+    if let Some(pid) = hull_runtime::owner::live_owner(&dir) {
+        if pid != std::process::id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let gone = hull_runtime::daemon::poll_until(Duration::from_secs(10), || {
+                hull_runtime::owner::live_owner(&dir).is_none()
+            });
+            if !gone {
+                eprintln!(
+                    "containerd-shim-hull-v2 delete: shim {pid} of {sandbox_id} does not die"
+                );
+                return;
+            }
+        }
+    }
+    if let Err(e) = hull_runtime::mounts::remove_dir_if_unmounted(&dir) {
+        eprintln!("containerd-shim-hull-v2 delete: {e}");
+    }
+}
