@@ -13,9 +13,30 @@ fn missing_command_in_rootfs() {
 
 #[test]
 fn missing_kernel() {
-    let env = Env::new("nokernel", "[assets]\nkernel = \"/nonexistent/vmlinuz\"\n");
+    let env = Env::new("nokernel", "[assets]\nkernel = \"/nonexistent/vmlinux\"\n");
     let out = env.run(&["--", "true"]);
-    assert_one_line_error(&out, "/nonexistent/vmlinuz");
+    assert_one_line_error(&out, "/nonexistent/vmlinux");
+}
+
+#[test]
+fn kernel_that_is_not_a_pvh_vmlinux() {
+    // What an old install left behind: a bzImage where an ELF vmlinux with a PVH note belongs.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir.path().join("vmlinuz");
+    let mut bzimage = vec![0u8; 4096];
+    bzimage[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&old, bzimage).expect("write");
+    let env = Env::new(
+        "oldkernel",
+        &format!("[assets]\nkernel = \"{}\"\n", old.display()),
+    );
+    let out = env.run(&["--", "true"]);
+    assert_one_line_error(&out, &old.display().to_string());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("not an ELF file") && err.contains("hull assets build"),
+        "{err}"
+    );
 }
 
 #[test]

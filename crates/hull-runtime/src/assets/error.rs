@@ -60,11 +60,21 @@ pub enum AssetsError {
         /// the tarball named by assets.kernel_source
         path: PathBuf,
     },
-    /// After olddefconfig the kernel .config lacks options the fragment asks for.
-    #[error("kernel config lacks options required by guest/kernel/hull.config: {}", missing.join(", "))]
+    /// After olddefconfig the kernel .config does not honour lines of the fragment.
+    #[error("kernel config does not honour these lines of guest/kernel/hull.config: {}", missing.join(", "))]
     KernelConfig {
-        /// the `CONFIG_X=y` lines not found in .config
+        /// the fragment's `CONFIG_X=value` / `# CONFIG_X is not set` lines that .config contradicts
         missing: Vec<String>,
+    },
+    /// The kernel build finished but its output cannot be booted as Hull boots it.
+    #[error("kernel build produced {path}, which is not usable: {reason}; log {log}")]
+    KernelOutput {
+        /// the stripped vmlinux in the build tree
+        path: PathBuf,
+        /// what is wrong with it
+        reason: String,
+        /// the full build log
+        log: PathBuf,
     },
     /// A kernel build step (tar, make...) failed.
     #[error("kernel build step `{step}` failed ({status}); log {log}; last lines: {tail}")]

@@ -147,11 +147,11 @@ mod tests {
     #[test]
     fn stamp_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let asset = dir.path().join("vmlinuz");
+        let asset = dir.path().join("vmlinux");
         assert!(read_stamp(&asset).is_none());
         write_stamp(&asset, "abc", 7).expect("stamp");
         let s = read_stamp(&asset).expect("read stamp");
         assert_eq!((s.key.as_str(), s.size), ("abc", 7));
-        assert_eq!(stamp_path(&asset), dir.path().join("vmlinuz.stamp"));
+        assert_eq!(stamp_path(&asset), dir.path().join("vmlinux.stamp"));
     }
 }

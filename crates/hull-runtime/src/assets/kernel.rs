@@ -1,5 +1,5 @@
 //! The guest kernel build: Debian's linux-source tarball + tinyconfig + the project's fragment,
-//! built once per input key into `<cache_dir>/kernel/<key>/bzImage`.
+//! built once per input key into `<cache_dir>/kernel/<key>/vmlinux` (stripped, PVH-bootable ELF).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,19 +12,31 @@ use super::AssetsError;
 /// The kernel config fragment (guest/kernel/hull.config), embedded so the binary is self-contained.
 pub const FRAGMENT: &str = include_str!("../../../../guest/kernel/hull.config");
 
-/// Offset and value of the bzImage setup header magic.
-pub const BZIMAGE_MAGIC_OFFSET: u64 = 0x202;
-/// The bzImage setup header magic.
-pub const BZIMAGE_MAGIC: &[u8; 4] = b"HdrS";
+/// File name of the kernel in the cache (and of the build output in the kernel tree).
+pub const IMAGE_NAME: &str = "vmlinux";
 
-/// The `CONFIG_X=y` lines of `fragment` that `dotconfig` does not contain.
+/// The option lines of `fragment` that `dotconfig` does not honour: a `CONFIG_X=value` line
+/// missing from it, or a `# CONFIG_X is not set` line whose option it sets anyway.
 pub fn missing_options(fragment: &str, dotconfig: &str) -> Vec<String> {
     let have: std::collections::HashSet<&str> = dotconfig.lines().map(str::trim).collect();
     fragment
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("CONFIG_") && l.ends_with("=y"))
-        .filter(|l| !have.contains(l))
+        .filter(|l| {
+            if l.starts_with("CONFIG_") && l.contains('=') {
+                return !have.contains(l);
+            }
+            match l
+                .strip_prefix("# ")
+                .and_then(|r| r.strip_suffix(" is not set"))
+            {
+                Some(name) if name.starts_with("CONFIG_") => {
+                    let set = format!("{name}=");
+                    have.iter().any(|h| h.starts_with(&set))
+                }
+                _ => false,
+            }
+        })
         .map(str::to_string)
         .collect()
 }
@@ -34,9 +46,9 @@ pub fn kernel_cache(cache_dir: &Path) -> PathBuf {
     cache_dir.join("kernel")
 }
 
-/// Where the bzImage built from `key` is cached.
+/// Where the kernel built from `key` is cached.
 pub fn cached_image(cache_dir: &Path, key: &str) -> PathBuf {
-    kernel_cache(cache_dir).join(key).join("bzImage")
+    kernel_cache(cache_dir).join(key).join(IMAGE_NAME)
 }
 
 /// The build log of the kernel with `key`.
@@ -44,17 +56,10 @@ pub fn log_path(cache_dir: &Path, key: &str) -> PathBuf {
     kernel_cache(cache_dir).join(format!("{key}.log"))
 }
 
-/// Whether `path` starts like a bzImage ("HdrS" at 0x202). Errors say what is wrong.
-pub fn check_bzimage(path: &Path) -> Result<(), String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut magic = [0u8; 4];
-    f.seek(SeekFrom::Start(BZIMAGE_MAGIC_OFFSET))
-        .and_then(|_| f.read_exact(&mut magic))
-        .map_err(|_| "too short to be a bzImage".to_string())?;
-    if &magic != BZIMAGE_MAGIC {
-        return Err("not a bzImage (no \"HdrS\" magic at offset 0x202)".to_string());
-    }
-    Ok(())
+/// Whether `path` is a kernel QEMU can boot through the PVH entry point: an x86-64 ELF
+/// executable with a Xen PHYS32_ENTRY note (type 18, name "Xen"). Errors say what is wrong.
+pub fn check_vmlinux(path: &Path) -> Result<(), String> {
+    super::elf::pvh_entry(path).map(|_| ())
 }
 
 /// Removes the (>1 GB) build tree however the build ends.
@@ -203,12 +208,19 @@ pub fn build_into_cache(
         return Err(AssetsError::KernelConfig { missing });
     }
     let jobs_arg = format!("-j{}", jobs.max(1));
-    b.run(&tree, "make", &["ARCH=x86_64", &jobs_arg, "bzImage"])?;
-    let image = tree.join("arch/x86/boot/bzImage");
-    check_bzimage(&image).map_err(|reason| AssetsError::Invalid {
-        what: "kernel",
+    b.run(&tree, "make", &["ARCH=x86_64", &jobs_arg, IMAGE_NAME])?;
+    // Symbols and debug info are of no use to the boot and only make QEMU read more.
+    let image = tree.join("vmlinux.stripped");
+    let image_arg = image.to_string_lossy();
+    b.run(
+        &tree,
+        "strip",
+        &["--strip-all", "-o", &image_arg, IMAGE_NAME],
+    )?;
+    check_vmlinux(&image).map_err(|reason| AssetsError::KernelOutput {
         path: image.clone(),
         reason,
+        log: b.log_path.clone(),
     })?;
     let cached = cached_image(cache_dir, key);
     copy_atomic(&image, &cached, 0o644)?;
@@ -231,28 +243,52 @@ mod tests {
     }
 
     #[test]
-    fn missing_options_names_only_absent_y_lines() {
-        let fragment = "# comment\nCONFIG_A=y\nCONFIG_B=y\nCONFIG_NR=64\nCONFIG_C=y\n";
-        let config = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\n";
+    fn fragment_boots_through_pvh_without_legacy_ptys() {
+        for line in [
+            "CONFIG_PVH=y",
+            "# CONFIG_LEGACY_PTYS is not set",
+            "CONFIG_SERIAL_8250_NR_UARTS=1",
+            "CONFIG_SERIAL_8250_RUNTIME_UARTS=1",
+        ] {
+            assert!(FRAGMENT.lines().any(|l| l == line), "{line}");
+        }
+    }
+
+    #[test]
+    fn missing_options_names_unmet_lines_only() {
+        let fragment = "# comment\nCONFIG_A=y\nCONFIG_B=y\nCONFIG_NR=64\nCONFIG_C=y\n\
+                        # CONFIG_OFF is not set\n# CONFIG_GONE is not set\n";
+        let config = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_NR=64\n\
+                      # CONFIG_OFF is not set\n";
         assert_eq!(
             missing_options(fragment, config),
             vec!["CONFIG_B=y".to_string()]
         );
-        assert!(missing_options(fragment, "CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=y").is_empty());
+        let config = "CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=y\nCONFIG_NR=8\nCONFIG_OFF=y\n";
+        assert_eq!(
+            missing_options(fragment, config),
+            vec![
+                "CONFIG_NR=64".to_string(),
+                "# CONFIG_OFF is not set".to_string()
+            ]
+        );
+        let config = "CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=y\nCONFIG_NR=64\nCONFIG_OFFSET=y\n";
+        assert!(missing_options(fragment, config).is_empty());
     }
 
     #[test]
-    fn bzimage_magic_is_checked() {
+    fn only_a_pvh_elf_passes_the_kernel_check() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("k");
         std::fs::write(&p, b"short").expect("write");
-        assert!(check_bzimage(&p).expect_err("short").contains("too short"));
-        let mut img = vec![0u8; 0x300];
-        std::fs::write(&p, &img).expect("write");
-        assert!(check_bzimage(&p).expect_err("garbage").contains("HdrS"));
-        img[0x202..0x206].copy_from_slice(b"HdrS");
-        std::fs::write(&p, &img).expect("write");
-        check_bzimage(&p).expect("magic");
+        assert!(check_vmlinux(&p).expect_err("short").contains("not an ELF"));
+        std::fs::write(&p, super::super::elf::fake_vmlinux(false)).expect("write");
+        assert!(check_vmlinux(&p).expect_err("no note").contains("PVH"));
+        std::fs::write(&p, super::super::elf::fake_vmlinux(true)).expect("write");
+        check_vmlinux(&p).expect("pvh");
+        assert!(check_vmlinux(&dir.path().join("none"))
+            .expect_err("missing")
+            .contains("cannot open"));
     }
 
     #[test]

@@ -13,7 +13,8 @@ use super::AssetsError;
 
 /// Bumped whenever the kernel build recipe (the make steps) changes meaning.
 pub const KERNEL_RECIPE: &str =
-    "hull-kernel-recipe-1: tinyconfig + merge_config -m + olddefconfig + bzImage, ARCH=x86_64";
+    "hull-kernel-recipe-2: tinyconfig + merge_config -m + olddefconfig \
+     + vmlinux + strip --strip-all (PVH-booted ELF), ARCH=x86_64";
 /// Bumped whenever the initrd's layout (dirs, nodes, modes) changes.
 pub const INITRD_LAYOUT: &str = "hull-initrd-layout-1";
 

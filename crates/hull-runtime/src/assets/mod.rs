@@ -20,11 +20,11 @@ use serde::Serialize;
 use crate::config::AssetsConfig;
 
 pub use agent::{candidates as agent_candidates, locate as locate_agent, AGENT_NAME};
-pub use elf::{linkage, require_static, Linkage};
+pub use elf::{linkage, pvh_entry, require_static, Linkage};
 pub use error::AssetsError;
 pub use initrd::{write_archive, NEWC_MAGIC};
 pub use install::{read_stamp, stamp_path, Stamp};
-pub use kernel::{cached_image, check_bzimage, missing_options, FRAGMENT as KERNEL_FRAGMENT};
+pub use kernel::{cached_image, check_vmlinux, missing_options, FRAGMENT as KERNEL_FRAGMENT};
 pub use key::{initrd_key, kernel_key, source_identity, INITRD_LAYOUT, KERNEL_RECIPE};
 pub use verify::{status, verify, verify_initrd, verify_kernel, AssetStatus, Status};
 
@@ -210,7 +210,7 @@ fn build_kernel(cfg: &AssetsConfig, opts: &BuildOptions) -> Result<AssetReport, 
         }
     }
     let cached = kernel::cached_image(&cfg.cache_dir, &key);
-    let outcome = if !opts.force && kernel::check_bzimage(&cached).is_ok() {
+    let outcome = if !opts.force && kernel::check_vmlinux(&cached).is_ok() {
         Outcome::FromCache
     } else {
         let jobs = opts.jobs.unwrap_or_else(|| {

@@ -7,7 +7,7 @@ use super::*;
 
 fn cfg(dir: &Path) -> AssetsConfig {
     AssetsConfig {
-        kernel: dir.join("out/vmlinuz"),
+        kernel: dir.join("out/vmlinux"),
         initrd: dir.join("out/initrd.img"),
         kernel_source: dir.join("linux-source.tar.xz"),
         cache_dir: dir.join("cache"),
@@ -97,8 +97,7 @@ fn kernel_comes_from_the_cache_then_is_up_to_date() {
     std::fs::write(&c.kernel_source, b"pretend tarball").expect("write");
     let source = key::sha256_file(&c.kernel_source).expect("hash");
     let k = kernel_key(KERNEL_FRAGMENT, KERNEL_RECIPE, &source);
-    let mut image = vec![0u8; 0x1000];
-    image[0x202..0x206].copy_from_slice(b"HdrS");
+    let image = elf::fake_vmlinux(true);
     let cached = cached_image(&c.cache_dir, &k);
     std::fs::create_dir_all(cached.parent().expect("parent")).expect("mkdir");
     std::fs::write(&cached, &image).expect("seed cache");
@@ -130,4 +129,25 @@ fn kernel_comes_from_the_cache_then_is_up_to_date() {
         .expect("kernel report");
     assert_eq!(repaired.outcome, Outcome::FromCache);
     verify_kernel(&c.kernel).expect("valid again");
+}
+
+#[test]
+fn cached_kernel_without_pvh_note_is_not_installed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cfg(dir.path());
+    std::fs::write(&c.kernel_source, b"pretend tarball").expect("write");
+    let source = key::sha256_file(&c.kernel_source).expect("hash");
+    let k = kernel_key(KERNEL_FRAGMENT, KERNEL_RECIPE, &source);
+    let cached = cached_image(&c.cache_dir, &k);
+    std::fs::create_dir_all(cached.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&cached, elf::fake_vmlinux(false)).expect("seed cache");
+
+    let opts = BuildOptions {
+        which: Which::KernelOnly,
+        ..Default::default()
+    };
+    // The bad cache entry is ignored, so a real build starts (and fails on the fake tarball).
+    let msg = build(&c, &opts).expect_err("rebuild").to_string();
+    assert!(msg.contains("tar -xf"), "{msg}");
+    assert!(!c.kernel.exists());
 }

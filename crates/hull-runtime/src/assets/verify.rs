@@ -9,13 +9,14 @@ use serde::Serialize;
 
 use super::initrd::NEWC_MAGIC;
 use super::install::{read_stamp, Stamp};
-use super::kernel::check_bzimage;
+use super::kernel::check_vmlinux;
 use super::AssetsError;
 use crate::config::AssetsConfig;
 
-/// Check that `path` is a bzImage; errors name the file and say to run `hull assets build`.
+/// Check that `path` is an x86-64 ELF executable with a PVH entry note (Xen ELF note type 18,
+/// name "Xen"), which QEMU boots directly; errors name the file and say to run `hull assets build`.
 pub fn verify_kernel(path: &Path) -> Result<(), AssetsError> {
-    check_asset("kernel", path, check_bzimage)
+    check_asset("kernel", path, check_vmlinux)
 }
 
 /// Check that `path` starts with the newc magic; errors name the file and say to run `hull assets build`.
@@ -61,7 +62,8 @@ fn check_asset(
     }
 }
 
-/// The cheap checks used before every VM boot: the kernel is a bzImage and the initrd a newc archive.
+/// The cheap checks used before every VM boot: the kernel is a PVH-bootable ELF vmlinux and the
+/// initrd a newc archive.
 pub fn verify(cfg: &AssetsConfig) -> Result<(), AssetsError> {
     verify_kernel(&cfg.kernel)?;
     verify_initrd(&cfg.initrd)
@@ -143,7 +145,7 @@ mod tests {
 
     fn cfg(dir: &Path) -> AssetsConfig {
         AssetsConfig {
-            kernel: dir.join("vmlinuz"),
+            kernel: dir.join("vmlinux"),
             initrd: dir.join("initrd.img"),
             kernel_source: dir.join("src.tar.xz"),
             cache_dir: dir.join("cache"),
@@ -152,6 +154,10 @@ mod tests {
     }
 
     fn good_kernel() -> Vec<u8> {
+        super::super::elf::fake_vmlinux(true)
+    }
+
+    fn bzimage() -> Vec<u8> {
         let mut k = vec![0u8; 0x400];
         k[0x202..0x206].copy_from_slice(b"HdrS");
         k
@@ -163,7 +169,7 @@ mod tests {
         let c = cfg(dir.path());
         let msg = verify(&c).expect_err("missing").to_string();
         assert!(
-            msg.contains("vmlinuz")
+            msg.contains("vmlinux")
                 && msg.contains("does not exist")
                 && msg.contains("hull assets build"),
             "{msg}"
@@ -181,15 +187,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = cfg(dir.path());
         std::fs::write(&c.initrd, b"070701rest").expect("write");
-        for bad in [
-            &good_kernel()[..0x203],
-            b"garbage garbage".as_slice(),
-            &[0u8; 4096][..],
+        let good = good_kernel();
+        for (bad, why) in [
+            (&good[..good.len() - 3], "past the end"),
+            (&good[..100], "truncated program header table"),
+            (b"garbage garbage".as_slice(), "not an ELF file"),
+            (&[0u8; 4096][..], "not an ELF file"),
+            (&bzimage()[..], "not a bzImage"),
+            (
+                &super::super::elf::fake_vmlinux(false)[..],
+                "no PVH entry note",
+            ),
         ] {
             std::fs::write(&c.kernel, bad).expect("write");
             let msg = verify(&c).expect_err("bad kernel").to_string();
             assert!(
-                msg.contains(&c.kernel.display().to_string()) && msg.contains("hull assets build"),
+                msg.starts_with(&format!(
+                    "guest kernel {} is not usable: ",
+                    c.kernel.display()
+                )) && msg.contains(why)
+                    && msg.ends_with("; run `hull assets build`"),
                 "{msg}"
             );
         }
