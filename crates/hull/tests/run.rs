@@ -203,7 +203,10 @@ fn root_in_the_container_has_only_the_specs_capabilities() {
 
 #[test]
 fn a_killed_hull_leaves_no_process_and_the_next_run_sweeps_its_directory() {
-    let env = Env::new("crash", "");
+    // A run root of its own: a sandbox of a test running in parallel would sweep the killed
+    // run's directory from a shared one before this test could see it still there.
+    let run_root = std::path::PathBuf::from(format!("{}-crash", common::RUN_ROOT));
+    let env = Env::in_run_root("crash", "", &run_root);
     let root = common::rootfs().to_string_lossy().into_owned();
     let mut child = env
         .hull(&[
@@ -224,7 +227,7 @@ fn a_killed_hull_leaves_no_process_and_the_next_run_sweeps_its_directory() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("ready"));
     child.kill().expect("SIGKILL hull");
     child.wait().expect("reap hull");
-    let dir = std::path::Path::new(common::RUN_ROOT).join(&env.id);
+    let dir = run_root.join(&env.id);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !common::processes_mentioning(&dir.to_string_lossy()).is_empty() {
         assert!(
@@ -238,7 +241,7 @@ fn a_killed_hull_leaves_no_process_and_the_next_run_sweeps_its_directory() {
         dir.exists(),
         "expected the killed run's directory to still be there"
     );
-    let next = Env::new("crash-next", "");
+    let next = Env::in_run_root("crash-next", "", &run_root);
     let o = next.run(&["--", "true"]);
     assert!(o.status.success(), "stderr: {}", common::stderr(&o));
     assert!(

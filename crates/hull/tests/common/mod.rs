@@ -50,19 +50,28 @@ pub fn make_rootfs(dir: &Path) {
 pub struct Env {
     pub id: String,
     pub config: PathBuf,
+    /// The run root (runtime.run_dir) its sandboxes live under.
+    pub run_root: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Env {
     /// A config with `extra` TOML appended (sections may repeat keys of the defaults).
     pub fn new(name: &str, extra: &str) -> Env {
+        Env::in_run_root(name, extra, Path::new(RUN_ROOT))
+    }
+
+    /// Like [`Env::new`] with its own run root: for a test that needs a stale run directory to
+    /// stay put, since every sandbox starting under a run root sweeps the stale ones in it.
+    pub fn in_run_root(name: &str, extra: &str, run_root: &Path) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
-        let text = format!("[runtime]\nrun_dir = \"{RUN_ROOT}\"\n{extra}\n");
+        let text = format!("[runtime]\nrun_dir = \"{}\"\n{extra}\n", run_root.display());
         std::fs::write(&config, text).expect("write config");
         Env {
             id: format!("t-{name}-{}", std::process::id()),
             config,
+            run_root: run_root.to_path_buf(),
             _dir: dir,
         }
     }
@@ -92,7 +101,7 @@ impl Env {
 
     /// Nothing of this sandbox is left: no run directory, no process naming it.
     pub fn assert_clean(&self) {
-        let dir = Path::new(RUN_ROOT).join(&self.id);
+        let dir = self.run_root.join(&self.id);
         assert!(!dir.exists(), "run directory {} left behind", dir.display());
         let procs = processes_mentioning(&dir.to_string_lossy());
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
