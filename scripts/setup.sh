@@ -28,6 +28,7 @@ export CARGO_TARGET_DIR=$target_dir
 musl=x86_64-unknown-linux-musl
 prefix=/usr/local
 rootfs=/var/lib/hull/rootfs/busybox
+image=/var/lib/hull/images/busybox.oci.tar
 
 step_started=0
 step() {
@@ -50,7 +51,7 @@ fi
 
 packages=(
     qemu-system-x86 busybox-static linux-source-6.1
-    build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils lz4 musl-tools
+    build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils musl-tools
     iproute2 containerd runc containernetworking-plugins
     libseccomp-dev libcap-ng-dev hyperfine kmod file pkg-config
 )
@@ -96,20 +97,14 @@ fi
 step "build hull (release) and hull-agent (static, $musl) in $target_dir"
 cargo build --release -p hull </dev/null
 cargo build --profile release-agent --target "$musl" -p hull-agent </dev/null
-shim_built=0
-if [[ -d crates/hull-shim ]] && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"hull-shim"'; then
-    cargo build --release -p hull-shim </dev/null
-    shim_built=1
-fi
+cargo build --release -p hull-shim </dev/null
 
 step "install to $prefix"
 install -D -m 0755 "$target_dir/release/hull" "$prefix/bin/hull"
 install -D -m 0755 "$target_dir/$musl/release-agent/hull-agent" "$prefix/lib/hull/hull-agent"
 echo "    $prefix/bin/hull, $prefix/lib/hull/hull-agent"
-if ((shim_built)); then
-    install -D -m 0755 "$target_dir/release/containerd-shim-hull-v2" "$prefix/bin/containerd-shim-hull-v2"
-    echo "    $prefix/bin/containerd-shim-hull-v2"
-fi
+install -D -m 0755 "$target_dir/release/containerd-shim-hull-v2" "$prefix/bin/containerd-shim-hull-v2"
+echo "    $prefix/bin/containerd-shim-hull-v2 (containerd finds it on PATH as runtime io.containerd.hull.v2)"
 
 step "guest kernel and initrd (hull assets build; the first kernel build takes ~8 minutes)"
 "$prefix/bin/hull" assets build --agent "$prefix/lib/hull/hull-agent"
@@ -117,9 +112,35 @@ step "guest kernel and initrd (hull assets build; the first kernel build takes ~
 step "busybox rootfs in $rootfs"
 "$repo/scripts/make-rootfs.sh" "$rootfs"
 
+step "busybox OCI image (from busybox-static) in $image"
+"$repo/scripts/make-image.sh" "$image"
+
+step "containerd: register the hull runtime, import the image"
+containerd_config=/etc/containerd/config.toml
+if [[ ! -e $containerd_config ]]; then
+    install -D -m 0644 "$repo/scripts/containerd-config.toml" "$containerd_config"
+    echo "    wrote $containerd_config (runtime io.containerd.hull.v2 registered for CRI)"
+elif grep -q 'io.containerd.hull.v2' "$containerd_config"; then
+    echo "    $containerd_config already registers io.containerd.hull.v2"
+else
+    echo "    $containerd_config exists and was left alone; add the runtime from scripts/containerd-config.toml"
+fi
+containerd_up=0
+if ctr version >/dev/null 2>&1; then
+    containerd_up=1
+    ctr images import --all-platforms "$image" >/dev/null
+    echo "    imported docker.io/library/busybox:latest into the running containerd"
+else
+    echo "    containerd is not running here; import later with: ctr images import $image"
+fi
+
 if ((demo)); then
     step "demo: hull run --rootfs $rootfs -- uname -r"
     "$prefix/bin/hull" run --rootfs "$rootfs" -- uname -r
+    if ((containerd_up)); then
+        step "demo: ctr run --runtime io.containerd.hull.v2 --rm busybox uname -r"
+        ctr run --runtime io.containerd.hull.v2 --rm docker.io/library/busybox:latest "hull-demo-$$" uname -r
+    fi
 fi
 finish_step
 echo "==> setup: done"
