@@ -122,11 +122,18 @@ if [[ ! -e $containerd_config ]]; then
     echo "    wrote $containerd_config (runtime io.containerd.hull.v2 registered for CRI)"
 elif grep -q 'io.containerd.hull.v2' "$containerd_config"; then
     echo "    $containerd_config already registers io.containerd.hull.v2"
+elif grep -q '^version = 2' "$containerd_config"; then
+    {
+        echo ""
+        echo "# Added by hull's scripts/setup.sh: the hull runtime for CRI clients."
+        grep -v '^#' "$repo/scripts/containerd-config.toml" | grep -v '^version' | sed '/^$/d'
+    } >>"$containerd_config"
+    echo "    registered io.containerd.hull.v2 in $containerd_config (restart containerd to load it)"
 else
-    echo "    $containerd_config exists and was left alone; add the runtime from scripts/containerd-config.toml"
+    echo "    $containerd_config is not a version 2 config and was left alone; add the runtime from scripts/containerd-config.toml"
 fi
 containerd_up=0
-if ctr version >/dev/null 2>&1; then
+if timeout 5 ctr version >/dev/null 2>&1; then
     containerd_up=1
     ctr images import --all-platforms "$image" >/dev/null
     echo "    imported docker.io/library/busybox:latest into the running containerd"
