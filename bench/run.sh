@@ -32,7 +32,9 @@ echo "qemu start -> agent ready ms:    ${boots[*]}  median $(printf '%s\n' "${bo
 # Idle sandbox PSS: a container that only sleeps.
 id="bench-idle-$$"
 fifo=$(mktemp -u); mkfifo "$fifo"
-"$HULL" run --id "$id" --rootfs "$ROOTFS" -- sh -c 'echo ready; exec sleep 600' >"$fifo" &
+# PID 1 of a container ignores SIGTERM unless it handles it: the shell traps it so that the
+# SIGTERM hull run forwards at the end stops the container.
+"$HULL" run --id "$id" --rootfs "$ROOTFS" -- sh -c 'trap "exit 0" TERM; echo ready; sleep 600 & wait' >"$fifo" &
 hull_pid=$!
 read -r line <"$fifo"; rm -f "$fifo"
 [ "$line" = ready ] || { echo "bench: idle sandbox did not start" >&2; kill "$hull_pid"; exit 1; }
