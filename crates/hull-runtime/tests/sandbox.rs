@@ -94,7 +94,7 @@ fn exec_and_signals_in_a_running_container() {
         sandbox.wait("c1", "e1").is_err(),
         "removed exec must be gone"
     );
-    process.set_args(Some(vec!["true".into()]));
+    process.set_args(Some(vec!["sh".into(), "-c".into(), "exit 0".into()]));
     sandbox.exec("c1", "e1", &process).expect("exec id reused");
     assert_eq!(sandbox.wait("c1", "e1").expect("wait reused exec"), 0);
 
