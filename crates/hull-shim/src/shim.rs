@@ -125,6 +125,16 @@ fn remove_dead_socket() {
     }
 }
 
+/// The serving shim's own socket, unlinked at Shutdown (the bundle's address file names it).
+pub fn remove_own_socket() {
+    if let Ok(address) = containerd_shim::util::read_address() {
+        let path = Path::new(address.trim().trim_start_matches("unix://"));
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::debug!(path = %path.display(), error = %e, "shim socket not removed");
+        }
+    }
+}
+
 /// After a shim died: end it for good if it is somehow still there, then remove the sandbox's
 /// run directory. Its helpers die with it (PDEATHSIG) and its mounts with its namespace.
 fn cleanup_dead_sandbox(run_root: &Path, sandbox_id: &str) {
