@@ -314,9 +314,11 @@ fn tty_task_gets_a_terminal() {
     };
     cd.import_busybox();
     let id = cd.id("tty");
-    // ctr -t needs a terminal of its own: script(1) gives it one.
+    // ctr -t needs a terminal of its own: script(1) gives it one, sized 30x100 here. ctr sends
+    // that size with a ResizePty after the start, so the container polls until it arrives.
+    let inner = "tty; for i in $(seq 200); do s=$(stty size); [ \"$s\" = \"30 100\" ] && break; sleep 0.05; done; echo size $s";
     let cmd = format!(
-        "ctr -a {} -n {} run --runtime {HULL_RUNTIME} --rm -t {BUSYBOX} {id} sh -c 'tty; stty size'",
+        "stty rows 30 cols 100; ctr -a {} -n {} run --runtime {HULL_RUNTIME} --rm -t {BUSYBOX} {id} sh -c '{inner}'",
         cd.address(),
         common::NAMESPACE
     );
