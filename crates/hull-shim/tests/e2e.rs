@@ -332,6 +332,10 @@ fn tty_task_gets_a_terminal() {
         text.contains("/dev/pts/"),
         "no terminal in the container: {text:?}"
     );
+    assert!(
+        text.contains("size 30 100"),
+        "the terminal size did not follow: {text:?}"
+    );
     assert_eq!(cd.leftovers(), Vec::<String>::new());
     assert_eq!(cd.stop(), Vec::<String>::new());
 }
