@@ -202,27 +202,59 @@ fn a_dead_vm_stops_the_task_with_an_error_status() {
     };
     cd.import_busybox();
     let id = cd.id("vm-dies");
+    let args = hull_run(&["--rm", BUSYBOX, &id, "sleep", "1000"]);
+    std::thread::scope(|s| {
+        // A foreground `ctr run` exits with the task's status: that is what we check.
+        let run = s.spawn(|| cd.ctr(&args));
+        assert!(
+            poll_until(DEADLINE, POLL, || cd.task_status(&id).as_deref()
+                == Some("RUNNING")),
+            "the task did not start"
+        );
+        let qemu = sandbox_processes(&id, "qemu");
+        assert_eq!(qemu.len(), 1, "the task's VM");
+        // This test started the VM (through containerd); it ends it by its pid.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(qemu[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill qemu");
+        let out = run.join().expect("ctr run thread");
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "ctr run after the VM died: {}",
+            stderr(&out)
+        );
+    });
+    let st = cd.ctr(&["task", "ls"]);
+    assert!(!stdout(&st).contains(&id), "--rm left the task");
+    assert_eq!(cd.leftovers(), Vec::<String>::new());
+    assert_eq!(cd.stop(), Vec::<String>::new());
+}
+
+#[test]
+fn a_dead_helper_daemon_stops_the_task() {
+    let Some(cd) = PrivateContainerd::start() else {
+        return;
+    };
+    cd.import_busybox();
+    let id = cd.id("helper-dies");
     cd.ctr_ok(&hull_run(&["-d", BUSYBOX, &id, "sleep", "1000"]));
-    let qemu = sandbox_processes(&id, "qemu");
-    assert_eq!(qemu.len(), 1, "the task's VM");
-    // This test started the VM (through containerd); it ends it by its pid.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(qemu[0]),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill qemu");
+    let helpers = sandbox_processes(&id, "virtiofsd");
+    assert!(!helpers.is_empty(), "the task's virtiofsd");
+    for pid in helpers {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     assert!(
         poll_until(DEADLINE, POLL, || cd.task_status(&id).as_deref()
             == Some("STOPPED")),
-        "the task did not stop after its VM died"
+        "the task did not stop after its virtiofsd died"
     );
-    let deleted = cd.ctr_ok(&["task", "delete", &id]);
-    assert!(
-        deleted.contains("255") || deleted.is_empty(),
-        "delete said: {deleted}"
-    );
-    let st = cd.ctr(&["task", "ls"]);
-    assert!(!stdout(&st).contains(&id));
+    cd.ctr_ok(&["task", "delete", &id]);
     cd.ctr_ok(&["container", "rm", &id]);
     assert_eq!(cd.leftovers(), Vec::<String>::new());
     assert_eq!(cd.stop(), Vec::<String>::new());
