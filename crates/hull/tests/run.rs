@@ -138,25 +138,7 @@ fn nine_p_shared_fs_works() {
 #[test]
 fn a_dead_helper_fails_the_sandbox_with_its_name() {
     let env = Env::new("helperdeath", "");
-    let root = common::rootfs().to_string_lossy().into_owned();
-    let mut child = env
-        .hull(&[
-            "run",
-            "--rootfs",
-            &root,
-            "--",
-            "sh",
-            "-c",
-            "echo ready; sleep 1000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut buf = [0u8; 64];
-    let n = out.read(&mut buf).expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("ready"));
+    let child = env.spawn_sleeper();
     let dir = std::path::Path::new(common::RUN_ROOT).join(&env.id);
     let victims =
         common::processes_mentioning(&format!("--socket-path={}/virtiofsd.sock", dir.display()));
@@ -207,24 +189,7 @@ fn a_killed_hull_leaves_no_process_and_the_next_run_sweeps_its_directory() {
     // run's directory from a shared one before this test could see it still there.
     let run_root = std::path::PathBuf::from(format!("{}-crash", common::RUN_ROOT));
     let env = Env::in_run_root("crash", "", &run_root);
-    let root = common::rootfs().to_string_lossy().into_owned();
-    let mut child = env
-        .hull(&[
-            "run",
-            "--rootfs",
-            &root,
-            "--",
-            "sh",
-            "-c",
-            "echo ready; sleep 1000",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut buf = [0u8; 64];
-    let n = out.read(&mut buf).expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("ready"));
+    let mut child = env.spawn_sleeper();
     child.kill().expect("SIGKILL hull");
     child.wait().expect("reap hull");
     let dir = run_root.join(&env.id);

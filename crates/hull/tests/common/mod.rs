@@ -99,6 +99,25 @@ impl Env {
         out
     }
 
+    /// Start `hull run` of a container that prints "ready" and sleeps, and return once it
+    /// printed it (stdout and stderr piped).
+    pub fn spawn_sleeper(&self) -> std::process::Child {
+        use std::io::Read;
+        let root = rootfs().to_string_lossy().into_owned();
+        let script = "echo ready; sleep 1000";
+        let mut child = self
+            .hull(&["run", "--rootfs", &root, "--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hull");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut buf = [0u8; 64];
+        let n = out.read(&mut buf).expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("ready"));
+        child
+    }
+
     /// Nothing of this sandbox is left: no run directory, no process naming it.
     pub fn assert_clean(&self) {
         let dir = self.run_root.join(&self.id);
