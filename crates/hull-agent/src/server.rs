@@ -32,6 +32,25 @@ impl AgentService {
     }
 }
 
+impl AgentService {
+    async fn read_stream(
+        &self,
+        rpc: &str,
+        req: ReadStreamRequest,
+        stderr: bool,
+    ) -> Res<ReadStreamResponse> {
+        let data = log_err(
+            rpc,
+            self.runtime
+                .read_output(&req.container_id, &req.exec_id, stderr, req.max_len)
+                .await,
+        )?;
+        let mut r = ReadStreamResponse::new();
+        r.data = data;
+        Ok(r)
+    }
+}
+
 fn log_err<T>(rpc: &str, r: Result<T, AgentError>) -> Res<T> {
     r.map_err(|e| {
         tracing::debug!(rpc, error = %e, "request failed");
@@ -137,15 +156,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: ReadStreamRequest,
     ) -> Res<ReadStreamResponse> {
-        let data = log_err(
-            "ReadStdout",
-            self.runtime
-                .read_stdout(&req.container_id, &req.exec_id, req.max_len)
-                .await,
-        )?;
-        let mut r = ReadStreamResponse::new();
-        r.data = data;
-        Ok(r)
+        self.read_stream("ReadStdout", req, false).await
     }
 
     async fn read_stderr(
@@ -153,15 +164,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: ReadStreamRequest,
     ) -> Res<ReadStreamResponse> {
-        let data = log_err(
-            "ReadStderr",
-            self.runtime
-                .read_stderr(&req.container_id, &req.exec_id, req.max_len)
-                .await,
-        )?;
-        let mut r = ReadStreamResponse::new();
-        r.data = data;
-        Ok(r)
+        self.read_stream("ReadStderr", req, true).await
     }
 
     async fn resize_tty(&self, _: &TtrpcContext, req: ResizeTtyRequest) -> Res<Empty> {
@@ -206,15 +209,7 @@ impl Agent for AgentService {
 
     async fn container_stats(&self, _: &TtrpcContext, req: ContainerRequest) -> Res<StatsResponse> {
         let s = log_err("ContainerStats", self.runtime.stats(&req.container_id))?;
-        let mut r = StatsResponse::new();
-        r.cpu_usage_usec = s.cpu_usage_usec;
-        r.cpu_user_usec = s.cpu_user_usec;
-        r.cpu_system_usec = s.cpu_system_usec;
-        r.memory_usage_bytes = s.memory_usage_bytes;
-        r.memory_limit_bytes = s.memory_limit_bytes;
-        r.pids_current = s.pids_current;
-        r.pids_limit = s.pids_limit;
-        Ok(r)
+        Ok(s.into())
     }
 
     async fn remove_process(&self, _: &TtrpcContext, req: ProcessRequest) -> Res<Empty> {

@@ -248,16 +248,13 @@ impl Stdio {
         self.terminal
     }
 
-    /// Read the process's stdout (the tty output with a terminal).
-    pub async fn read_stdout(&self, max_len: u32) -> io::Result<Vec<u8>> {
-        self.stdout.read(max_len).await
-    }
-
-    /// Read the process's stderr (always empty with a terminal).
-    pub async fn read_stderr(&self, max_len: u32) -> io::Result<Vec<u8>> {
-        match &self.stderr {
-            Some(s) => s.read(max_len).await,
-            None => Ok(Vec::new()),
+    /// Read the process's stdout (the tty output with a terminal) or its stderr (always
+    /// empty with a terminal).
+    pub async fn read_output(&self, stderr: bool, max_len: u32) -> io::Result<Vec<u8>> {
+        match (stderr, &self.stderr) {
+            (false, _) => self.stdout.read(max_len).await,
+            (true, Some(s)) => s.read(max_len).await,
+            (true, None) => Ok(Vec::new()),
         }
     }
 

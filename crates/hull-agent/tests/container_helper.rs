@@ -89,12 +89,7 @@ fn spec(root: &Path, args: &[&str], extra: &str) -> Vec<u8> {
 async fn read_all(rt: &Runtime, id: &str, exec: &str, stderr: bool) -> String {
     let mut out = Vec::new();
     loop {
-        let chunk = if stderr {
-            rt.read_stderr(id, exec, 4096).await
-        } else {
-            rt.read_stdout(id, exec, 4096).await
-        }
-        .expect("read");
+        let chunk = rt.read_output(id, exec, stderr, 4096).await.expect("read");
         if chunk.is_empty() {
             return String::from_utf8_lossy(&out).into_owned();
         }

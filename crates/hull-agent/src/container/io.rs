@@ -14,32 +14,20 @@ impl Runtime {
         self.process(id, exec_id)?.wait().await
     }
 
-    /// Up to `max_len` bytes of stdout; empty at EOF.
-    pub async fn read_stdout(
+    /// Up to `max_len` bytes of stdout, or of stderr; empty at EOF (stderr: always, with a
+    /// terminal).
+    pub async fn read_output(
         &self,
         id: &str,
         exec_id: &str,
+        stderr: bool,
         max_len: u32,
     ) -> Result<Vec<u8>, AgentError> {
         let p = self.process(id, exec_id)?;
         p.stdio
-            .read_stdout(max_len)
+            .read_output(stderr, max_len)
             .await
-            .map_err(|e| io_err("read stdout", e))
-    }
-
-    /// Up to `max_len` bytes of stderr; empty at EOF (always, with a terminal).
-    pub async fn read_stderr(
-        &self,
-        id: &str,
-        exec_id: &str,
-        max_len: u32,
-    ) -> Result<Vec<u8>, AgentError> {
-        let p = self.process(id, exec_id)?;
-        p.stdio
-            .read_stderr(max_len)
-            .await
-            .map_err(|e| io_err("read stderr", e))
+            .map_err(|e| io_err(if stderr { "read stderr" } else { "read stdout" }, e))
     }
 
     /// Write to stdin; returns how much was taken (at most MAX_WRITE_CHUNK).
