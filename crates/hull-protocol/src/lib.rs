@@ -39,6 +39,9 @@ pub mod agent_ttrpc_async {
 
 pub use ttrpc;
 
+mod stats;
+pub use stats::ContainerStats;
+
 /// AF_VSOCK port the agent listens on inside the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Host port the agent connects to (and writes READY_LINE) once it serves: the host's

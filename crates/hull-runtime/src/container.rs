@@ -3,31 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+pub use hull_protocol::ContainerStats;
 use oci_spec::runtime::{Process, Spec};
 
 use crate::error::{Error, Result};
 use crate::mounts;
 use crate::sandbox::Sandbox;
 use crate::spec::{self, HostBind};
-
-/// Resource usage of a container, as its guest cgroup counts it (0 = not provided / no limit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ContainerStats {
-    /// CPU time, total.
-    pub cpu_usage_usec: u64,
-    /// CPU time in user mode.
-    pub cpu_user_usec: u64,
-    /// CPU time in kernel mode.
-    pub cpu_system_usec: u64,
-    /// Memory in use.
-    pub memory_usage_bytes: u64,
-    /// Memory limit (0 = none).
-    pub memory_limit_bytes: u64,
-    /// Number of processes.
-    pub pids_current: u64,
-    /// Process limit (0 = none).
-    pub pids_limit: u64,
-}
 
 /// What the host keeps about a container.
 #[derive(Debug)]
@@ -156,15 +138,7 @@ impl Sandbox {
     pub fn stats(&self, id: &str) -> Result<ContainerStats> {
         self.known(id)?;
         let s = self.agent()?.stats(id).map_err(|e| self.explain(e))?;
-        Ok(ContainerStats {
-            cpu_usage_usec: s.cpu_usage_usec,
-            cpu_user_usec: s.cpu_user_usec,
-            cpu_system_usec: s.cpu_system_usec,
-            memory_usage_bytes: s.memory_usage_bytes,
-            memory_limit_bytes: s.memory_limit_bytes,
-            pids_current: s.pids_current,
-            pids_limit: s.pids_limit,
-        })
+        Ok(s.into())
     }
 
     /// Forget an exited exec process of a container.

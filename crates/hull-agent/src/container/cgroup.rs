@@ -6,6 +6,7 @@ use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hull_protocol::ContainerStats;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
@@ -31,25 +32,6 @@ pub fn enable_controllers(dir: &Path) {
 /// Move process `pid` (0 = the caller) into the cgroup `dir`.
 pub fn join(dir: &Path, pid: i32) -> io::Result<()> {
     fs::write(dir.join("cgroup.procs"), pid.to_string())
-}
-
-/// Usage counters of a cgroup ("max" limits read as 0).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// cpu.stat usage_usec
-    pub cpu_usage_usec: u64,
-    /// cpu.stat user_usec
-    pub cpu_user_usec: u64,
-    /// cpu.stat system_usec
-    pub cpu_system_usec: u64,
-    /// memory.current
-    pub memory_usage_bytes: u64,
-    /// memory.max (0 = no limit)
-    pub memory_limit_bytes: u64,
-    /// pids.current
-    pub pids_current: u64,
-    /// pids.max (0 = no limit)
-    pub pids_limit: u64,
 }
 
 /// One container's cgroup.
@@ -191,7 +173,7 @@ impl Cgroup {
     }
 
     /// Usage counters; what the kernel does not provide reads as 0.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> ContainerStats {
         let read = |f: &str| fs::read_to_string(self.dir.join(f)).unwrap_or_default();
         let cpu = read("cpu.stat");
         let field = |name: &str| {
@@ -200,7 +182,7 @@ impl Cgroup {
                 .unwrap_or(0)
         };
         let number = |f: &str| read(f).trim().parse::<u64>().unwrap_or(0);
-        Stats {
+        ContainerStats {
             cpu_usage_usec: field("usage_usec"),
             cpu_user_usec: field("user_usec"),
             cpu_system_usec: field("system_usec"),

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::cgroup::Stats;
+use hull_protocol::ContainerStats;
+
 use super::{blocking, lock, Runtime};
 use crate::error::AgentError;
 
@@ -36,7 +37,7 @@ impl Runtime {
     }
 
     /// Resource counters of container `id`.
-    pub fn stats(&self, id: &str) -> Result<Stats, AgentError> {
+    pub fn stats(&self, id: &str) -> Result<ContainerStats, AgentError> {
         Ok(self.container(id)?.cgroup.stats())
     }
 

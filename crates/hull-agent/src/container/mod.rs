@@ -25,7 +25,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use cgroup::{enable_controllers, shares_to_weight, Cgroup, Stats};
+pub use cgroup::{enable_controllers, shares_to_weight, Cgroup};
 pub use rootfs::{parse_options, resolve_in_root};
 pub use setup::resolve;
 
