@@ -13,21 +13,13 @@ set -euo pipefail
 set -E # the ERR trap (one error line) also inside functions
 
 prog=ctr-bench
-die() {
-    echo "$prog: error: $*" >&2
-    exit 1
-}
-on_err() {
-    local rc=$1 line=$2 cmd=$3
-    ((BASH_SUBSHELL > 0)) || echo "$prog: error: '$cmd' failed (exit $rc) at line $line" >&2
-    exit "$rc"
-}
-trap 'on_err $? $LINENO "$BASH_COMMAND"' ERR
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib/errors.sh
+. "$repo/scripts/lib/errors.sh"
 
 RUNS=${1:-7}
 [[ $# -le 1 && $RUNS =~ ^[1-9][0-9]*$ ]] || die "usage: $0 [RUNS]"
 ((EUID == 0)) || die "must run as root"
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE=docker.io/library/busybox:latest
 NS=bench
 HULL_RT=io.containerd.hull.v2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build an OCI image archive of busybox from the busybox-static Debian package, with no network:
-# one layer (busybox, its applet symlinks, /etc/passwd, /etc/group, /tmp, /root), Cmd ["sh"].
+# one layer (the tree scripts/make-rootfs.sh makes: busybox, its applet symlinks, /etc/passwd,
+# /etc/group, /tmp, /root), Cmd ["sh"].
 #
 # usage: make-image.sh [OUT_TAR]      (default /var/lib/hull/images/busybox.oci.tar)
 #
@@ -21,17 +22,9 @@
 set -Eeuo pipefail
 
 prog=make-image
-die() {
-    echo "$prog: error: $*" >&2
-    exit 1
-}
-# One line for an unexpected failure (printed by the outermost shell only), then exit.
-on_err() {
-    local rc=$1 line=$2 cmd=$3
-    ((BASH_SUBSHELL > 0)) || echo "$prog: error: '$cmd' failed (exit $rc) at line $line" >&2
-    exit "$rc"
-}
-trap 'on_err $? $LINENO "$BASH_COMMAND"' ERR
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib/errors.sh
+. "$repo/scripts/lib/errors.sh"
 
 [[ $# -le 1 ]] || die "usage: $0 [OUT_TAR]"
 out=${1:-/var/lib/hull/images/busybox.oci.tar}
@@ -51,9 +44,9 @@ outdir=$(dirname "$out")
 mkdir -p "$outdir" 2>/dev/null || die "cannot create $outdir"
 
 # Inputs that decide the result; the stamp records them.
-self=$(sha256sum <"${BASH_SOURCE[0]}" | cut -d' ' -f1)
+self=$(cat "${BASH_SOURCE[0]}" "$repo/scripts/make-rootfs.sh" | sha256sum | cut -d' ' -f1)
 bb=$(sha256sum <"$busybox" | cut -d' ' -f1)
-inputs="busybox=$bb script=$self"
+inputs="busybox=$bb scripts=$self"
 
 # Concurrent builds (parallel test processes) take turns on a lock of the output directory.
 exec 9<"$outdir" || die "cannot open $outdir"
@@ -82,33 +75,17 @@ det_tar() { # det_tar DIR OUT ENTRIES...
 }
 sha() { sha256sum <"$1" | cut -d' ' -f1; }
 size() { stat -c %s "$1"; }
+# blob FILE: move FILE into the layout's blobs under its digest; sets blob_digest, blob_size.
+blob() {
+    blob_digest=$(sha "$1")
+    blob_size=$(size "$1")
+    mv "$1" "$blobs/$blob_digest"
+}
 
-# 1. The root filesystem.
+# 1. The root filesystem: the same tree `hull run --rootfs` uses.
 umask 022
 root=$work/rootfs
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp}
-install -m 0755 "$busybox" "$root/bin/busybox"
-while IFS= read -r applet; do
-    rel=${applet#/}
-    [[ -n $rel && $rel != bin/busybox ]] || continue
-    parent=$(dirname "$rel")
-    [[ $parent != . ]] || continue # linuxrc: an initrd hook, not wanted in an image
-    mkdir -p "$root/$parent"
-    # Relative links, so the tree is also valid where the host mounts it.
-    if [[ $parent == bin ]]; then
-        target=busybox
-    else
-        target=$(sed -e 's#[^/][^/]*#..#g' <<<"$parent")/bin/busybox
-    fi
-    ln -sfn "$target" "$root/$rel"
-done < <("$busybox" --list-full)
-printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' \
-    >"$root/etc/passwd"
-printf '%s\n' 'root:x:0:' 'nobody:x:65534:' >"$root/etc/group"
-chmod 0755 "$root" "$root"/{bin,sbin,usr,usr/bin,usr/sbin,etc}
-chmod 0644 "$root/etc/passwd" "$root/etc/group"
-chmod 0700 "$root/root"
-chmod 1777 "$root/tmp"
+BUSYBOX=$busybox "$repo/scripts/make-rootfs.sh" "$root" >/dev/null
 applets=$(find "$root" -type l | wc -l)
 
 # 2. The layer: diff_id of the tar, digest of the gzip.
@@ -120,9 +97,8 @@ mapfile -t top <"$work/top"
 det_tar "$root" "$work/layer.tar" "${top[@]}"
 diff_id=$(sha "$work/layer.tar")
 gzip -n -9 -c "$work/layer.tar" >"$work/layer.tar.gz"
-layer=$(sha "$work/layer.tar.gz")
-layer_size=$(size "$work/layer.tar.gz")
-mv "$work/layer.tar.gz" "$blobs/$layer"
+blob "$work/layer.tar.gz"
+layer=$blob_digest layer_size=$blob_size
 
 # 3. Config, manifest, index (compact JSON written by hand: fixed key order, no tools needed).
 path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -131,17 +107,15 @@ printf '%s' "{\"architecture\":\"amd64\",\"os\":\"linux\",\"created\":\"$created
     "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$diff_id\"]}," \
     "\"history\":[{\"created\":\"$created\",\"created_by\":\"hull scripts/make-image.sh (busybox-static)\"}]}" \
     >"$work/config.json"
-config=$(sha "$work/config.json")
-config_size=$(size "$work/config.json")
-mv "$work/config.json" "$blobs/$config"
+blob "$work/config.json"
+config=$blob_digest config_size=$blob_size
 
 printf '%s' "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\"," \
     "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$config\",\"size\":$config_size}," \
     "\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$layer\",\"size\":$layer_size}]}" \
     >"$work/manifest.json"
-manifest=$(sha "$work/manifest.json")
-manifest_size=$(size "$work/manifest.json")
-mv "$work/manifest.json" "$blobs/$manifest"
+blob "$work/manifest.json"
+manifest=$blob_digest manifest_size=$blob_size
 
 printf '%s' "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\"," \
     "\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:$manifest\",\"size\":$manifest_size," \
