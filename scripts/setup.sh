@@ -133,7 +133,7 @@ else
     echo "    $containerd_config is not a version 2 config and was left alone; add the runtime from scripts/containerd-config.toml"
 fi
 containerd_up=0
-if timeout 5 ctr version >/dev/null 2>&1; then
+if [[ -S /run/containerd/containerd.sock ]] && timeout 5 ctr version >/dev/null 2>&1; then
     containerd_up=1
     ctr images import --all-platforms "$image" >/dev/null
     echo "    imported docker.io/library/busybox:latest into the running containerd"
