@@ -144,7 +144,7 @@ impl Pod {
         bundle: &Path,
         mounts: &[rootfs::MountSpec],
         io: IoPaths,
-    ) -> Result<u32> {
+    ) -> Result<()> {
         hull_protocol::validate_id(id)
             .map_err(|e| ShimError::InvalidArgument(format!("task {e}")))?;
         if self.tasks().contains_key(id) {
@@ -190,7 +190,7 @@ impl Pod {
             bundle: bundle.display().to_string(),
             pid: 0,
         });
-        Ok(0)
+        Ok(())
     }
 
     fn ensure_sandbox(&self, sandbox_id: &str) -> Result<()> {

@@ -70,12 +70,10 @@ impl Task for TaskService {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        let pid = self
-            .pod
+        self.pod
             .create(&req.id, std::path::Path::new(&req.bundle), &mounts, io)?;
-        let mut r = api::CreateTaskResponse::new();
-        r.pid = pid;
-        Ok(r)
+        // The guest pid exists only once the task starts (StartResponse carries it).
+        Ok(api::CreateTaskResponse::new())
     }
 
     fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
