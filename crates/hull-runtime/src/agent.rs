@@ -35,13 +35,13 @@ impl Agent {
     pub fn connect(
         addr: &AgentAddress,
         timeout: Duration,
-        mut dead: impl FnMut() -> Option<String>,
-    ) -> std::result::Result<(Agent, pb::CheckResponse), String> {
+        dead: &mut dyn FnMut() -> Option<Error>,
+    ) -> Result<(Agent, pb::CheckResponse)> {
         let deadline = Instant::now() + timeout;
         let mut step = Duration::from_millis(5);
         loop {
-            if let Some(why) = dead() {
-                return Err(why);
+            if let Some(e) = dead() {
+                return Err(e);
             }
             // A guest that is not listening yet is refused at once; a long handshake wait only
             // matters for a guest that is slow to answer (TCG on a busy host).
@@ -61,10 +61,10 @@ impl Agent {
                 Err(e) => e.to_string(),
             };
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Err(Error::DeadlineExceeded(format!(
                     "agent did not answer within {}s (last error: {last})",
                     timeout.as_secs()
-                ));
+                )));
             }
             std::thread::sleep(step);
             step = (step * 2).min(Duration::from_millis(50));
@@ -321,16 +321,29 @@ fn bounded(what: &str, s: &str, max: usize) -> Result<()> {
 }
 
 /// Map a ttrpc error of call `what` onto the runtime's error, keeping the agent's code.
+/// A broken connection is `Unavailable`; the sandbox replaces it by the VM's death if any.
 fn map(what: &'static str) -> impl Fn(ttrpc::Error) -> Error {
     move |e| match e {
         ttrpc::Error::RpcStatus(s) => {
             let msg: String = s.message.chars().take(1024).collect();
+            let msg = format!("{what}: {msg}");
             match s.code() {
                 ttrpc::Code::NOT_FOUND => Error::NotFound(msg),
                 ttrpc::Code::INVALID_ARGUMENT => Error::InvalidArgument(msg),
-                ttrpc::Code::DEADLINE_EXCEEDED => Error::Agent(format!("{what} timed out")),
-                _ => Error::Agent(format!("{what}: {msg}")),
+                ttrpc::Code::ALREADY_EXISTS => Error::AlreadyExists(msg),
+                ttrpc::Code::FAILED_PRECONDITION => Error::FailedPrecondition(msg),
+                ttrpc::Code::DEADLINE_EXCEEDED => {
+                    Error::DeadlineExceeded(format!("{what} timed out"))
+                }
+                ttrpc::Code::UNAVAILABLE => Error::Unavailable(msg),
+                _ => Error::Agent(msg),
             }
+        }
+        ttrpc::Error::Socket(m) => {
+            Error::Unavailable(format!("{what}: agent connection lost ({m})"))
+        }
+        ttrpc::Error::LocalClosed | ttrpc::Error::RemoteClosed | ttrpc::Error::Eof => {
+            Error::Unavailable(format!("{what}: agent connection closed"))
         }
         other => Error::Agent(format!("{what}: {other}")),
     }

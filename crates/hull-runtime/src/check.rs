@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::config::{Config, SharedFsKind, VsockMode};
-use crate::{binaries, vmm, vsock};
+use crate::{binaries, vmm};
 
 /// One line of the report.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub fn run(config: &Config) -> Vec<Item> {
     });
     items.push(match (&qemu, &assets) {
         (Ok(q), Ok(())) => {
-            let d = vmm::accel::decide(
+            let d = vmm::qemu::accel::decide(
                 config.hypervisor.accel,
                 q,
                 &config.assets.kernel,
@@ -67,7 +67,7 @@ pub fn run(config: &Config) -> Vec<Item> {
             detail: "cannot probe without qemu and guest assets".into(),
         },
     });
-    items.push(match vsock::effective_mode(config.vsock.mode) {
+    items.push(match vmm::qemu::vsock_mode(config.vsock.mode) {
         VsockMode::Vhost => Item {
             name: "vsock",
             ok: std::path::Path::new("/dev/vhost-vsock").exists(),

@@ -1,9 +1,9 @@
 //! Supervised helper processes (QEMU, virtiofsd, vhost-device-vsock): spawned with
 //! PR_SET_PDEATHSIG so they die with us, watched by a thread, stopped by their own pid.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 
 /// Where helper exits are reported: (helper name, exit status).
-pub type Notify = Sender<(String, ExitStatus)>;
+pub type Notify = crate::vmm::ExitNotify;
 
 /// A helper process we started and watch.
 #[derive(Debug)]
@@ -33,25 +33,57 @@ impl Daemon {
     /// Like `spawn`, and sends `(name, status)` on `notify` when the process exits.
     pub fn spawn_notify(
         name: &str,
+        cmd: Command,
+        log: Option<&std::path::Path>,
+        notify: Option<Notify>,
+    ) -> Result<Daemon> {
+        Self::spawn_inner(name, cmd, None, log, notify)
+    }
+
+    /// Like `spawn_notify`, with the helper's stdout going to `stdout` (e.g. a pipe) and only
+    /// its stderr to `log`.
+    pub fn spawn_with_stdout(
+        name: &str,
+        cmd: Command,
+        stdout: OwnedFd,
+        log: Option<&std::path::Path>,
+        notify: Option<Notify>,
+    ) -> Result<Daemon> {
+        Self::spawn_inner(name, cmd, Some(stdout), log, notify)
+    }
+
+    fn spawn_inner(
+        name: &str,
         mut cmd: Command,
+        stdout: Option<OwnedFd>,
         log: Option<&std::path::Path>,
         notify: Option<Notify>,
     ) -> Result<Daemon> {
         cmd.stdin(Stdio::null());
-        match log {
-            Some(path) => {
-                let file = std::fs::OpenOptions::new()
+        let log_file = match log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-                let err = file.try_clone().map_err(|e| Error::io("dup log fd", e))?;
-                cmd.stdout(file).stderr(err);
+                    .map_err(|e| Error::io(format!("open {}", path.display()), e))?,
+            ),
+            None => None,
+        };
+        let log_out = |f: &Option<std::fs::File>| -> Result<Stdio> {
+            match f {
+                Some(f) => Ok(f
+                    .try_clone()
+                    .map_err(|e| Error::io("dup log fd", e))?
+                    .into()),
+                None => Ok(Stdio::null()),
             }
-            None => {
-                cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            }
-        }
+        };
+        match stdout {
+            Some(fd) => cmd.stdout(fd),
+            None => cmd.stdout(log_out(&log_file)?),
+        };
+        cmd.stderr(log_out(&log_file)?);
         // SAFETY: the closure only calls prctl, which is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {

@@ -38,6 +38,19 @@ impl Copies {
             let _ = h.join();
         }
     }
+
+    /// Wait up to `timeout` for the output streams to end; whether they did. Copies still
+    /// running go on in the background until the agent ends them.
+    pub fn join_output_within(self, timeout: std::time::Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || {
+                self.join_output();
+                let _ = tx.send(());
+            });
+        started.is_ok() && rx.recv_timeout(timeout).is_ok()
+    }
 }
 
 /// Start copying stdio of process `exec_id` of container `id`.

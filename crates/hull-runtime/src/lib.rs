@@ -1,26 +1,38 @@
 //! Hull runtime library: a sandbox is one lightweight VM holding containers.
-//! The shim and the `hull` CLI are thin layers over what lives here.
+//! `Sandbox`, `Container` and `Process` are the way to run things; the shim and the `hull`
+//! CLI are thin callers of them. Transports and daemons stay private to this crate.
 
-pub mod agent;
+mod agent;
 pub mod assets;
 pub mod binaries;
 pub mod check;
 pub mod config;
-pub mod container;
-pub mod daemon;
+mod console;
+mod container;
+mod daemon;
 pub mod error;
-pub mod io;
-pub mod mounts;
-pub mod owner;
-pub mod sandbox;
-pub mod sharedfs;
+mod guest;
+mod host;
+mod io;
+mod mounts;
+mod owner;
+mod process;
+mod sandbox;
+mod sharedfs;
 pub mod spec;
 pub mod vmm;
-pub mod vsock;
+mod vsock;
 
 pub use config::Config;
-pub use error::{Error, Result};
-pub use sandbox::{Sandbox, SandboxOptions};
+pub use container::{Container, ContainerStats};
+pub use daemon::poll_until;
+pub use error::{Death, Error, Result};
+pub use host::{HostMounts, RealMounts};
+pub use io::Stdio;
+pub use mounts::enter_private_mount_namespace;
+pub use process::{Exit, Process};
+pub use sandbox::{BootTimes, Sandbox, SandboxOptions, Seams};
+pub use vsock::AgentAddress;
 
 /// The last non-empty line of `text`, trimmed (for one-line error messages).
 pub fn tail_line(text: &str) -> String {
@@ -43,4 +55,31 @@ pub fn tail_lines(text: &str, n: usize) -> String {
         .collect();
     lines.reverse();
     lines.join(" | ")
+}
+
+/// Remove what is left of sandbox `id` under `run_root` after its owner died: kills the owner
+/// if it is somehow still alive (checked by pid and start time), then unmounts and removes the
+/// run directory. Its helpers die with the owner (parent-death signal).
+pub fn cleanup_dead_sandbox(run_root: &std::path::Path, id: &str) -> Result<()> {
+    hull_protocol::validate_id(id).map_err(|e| Error::InvalidArgument(format!("sandbox {e}")))?;
+    let dir = run_root.join(id);
+    if !dir.exists() {
+        return Ok(());
+    }
+    if let Some(pid) = owner::live_owner(&dir) {
+        if pid != std::process::id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            if !poll_until(std::time::Duration::from_secs(10), || {
+                owner::live_owner(&dir).is_none()
+            }) {
+                return Err(Error::Unavailable(format!(
+                    "owner {pid} of sandbox {id} does not die"
+                )));
+            }
+        }
+    }
+    mounts::remove_dir_if_unmounted(&dir)
 }

@@ -19,6 +19,15 @@ pub struct SharedFs {
     pub daemon: Option<Daemon>,
 }
 
+impl SharedFs {
+    /// Stop the daemon, if any.
+    pub fn stop(self) {
+        if let Some(d) = self.daemon {
+            d.stop(Duration::from_secs(1));
+        }
+    }
+}
+
 /// Export `dir` (an existing directory) to the guest.
 pub fn start(
     cfg: &SharedFsConfig,

@@ -1,17 +1,13 @@
-//! The agent channel's host end: native AF_VSOCK when /dev/vhost-vsock exists, otherwise
-//! hybrid vsock through vhost-device-vsock (a Unix socket and the `CONNECT <port>` handshake).
+//! The host end of the agent channel: the address the agent is reached at and one connection
+//! attempt (native AF_VSOCK, hybrid vsock's `CONNECT <port>` handshake, or a plain Unix socket).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{VsockConfig, VsockMode};
-use crate::daemon::{poll_until, Daemon, Notify};
 use crate::error::{Error, Result};
-use crate::vmm::VsockDevice;
 
 /// Where the host connects to reach the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,100 +26,11 @@ pub enum AgentAddress {
         /// guest port
         port: u32,
     },
-}
-
-/// The vsock device of one sandbox and, for hybrid vsock, its backend daemon.
-#[derive(Debug)]
-pub struct VsockBackend {
-    /// What QEMU gets.
-    pub device: VsockDevice,
-    /// What the agent client connects to.
-    pub address: AgentAddress,
-    /// The vhost-user backend, if any.
-    pub daemon: Option<Daemon>,
-    /// Hybrid vsock: where the agent announces that it serves (guest-initiated connection).
-    pub ready: Option<UnixListener>,
-}
-
-/// Which transport `mode` means on this host.
-pub fn effective_mode(mode: VsockMode) -> VsockMode {
-    match mode {
-        VsockMode::Auto if Path::new("/dev/vhost-vsock").exists() => VsockMode::Vhost,
-        VsockMode::Auto => VsockMode::Hybrid,
-        m => m,
-    }
-}
-
-/// Set up the vsock device for a sandbox whose state lives in `run_dir`.
-pub fn start(
-    cfg: &VsockConfig,
-    run_dir: &Path,
-    log: &Path,
-    notify: Option<Notify>,
-) -> Result<VsockBackend> {
-    let port = hull_protocol::AGENT_VSOCK_PORT;
-    match effective_mode(cfg.mode) {
-        VsockMode::Vhost => {
-            let cid = pick_cid();
-            Ok(VsockBackend {
-                device: VsockDevice::Vhost { cid },
-                address: AgentAddress::Vsock { cid, port },
-                daemon: None,
-                ready: None,
-            })
-        }
-        _ => {
-            let vu = run_dir.join("vsock.vhost-user.sock");
-            let uds = run_dir.join("vsock.sock");
-            // Guest connections to host port P arrive on `<uds>_P`.
-            let ready_path = PathBuf::from(format!(
-                "{}_{}",
-                uds.display(),
-                hull_protocol::READY_VSOCK_PORT
-            ));
-            let ready = UnixListener::bind(&ready_path)
-                .map_err(|e| Error::io(format!("listen on {}", ready_path.display()), e))?;
-            let mut cmd = Command::new(&cfg.vhost_device_vsock);
-            cmd.arg("--vm").arg(format!(
-                "guest-cid=3,socket={},uds-path={}",
-                vu.display(),
-                uds.display()
-            ));
-            let daemon = Daemon::spawn_notify("vhost-device-vsock", cmd, Some(log), notify)?;
-            if !poll_until(Duration::from_secs(10), || {
-                vu.exists() || daemon.exited().is_some()
-            }) || !vu.exists()
-            {
-                return Err(Error::Daemon {
-                    name: "vhost-device-vsock".into(),
-                    what: format!(
-                        "did not create {} ({})",
-                        vu.display(),
-                        daemon
-                            .exited()
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "still running".into())
-                    ),
-                });
-            }
-            Ok(VsockBackend {
-                device: VsockDevice::VhostUser { socket: vu },
-                address: AgentAddress::Hybrid { uds, port },
-                daemon: Some(daemon),
-                ready: Some(ready),
-            })
-        }
-    }
-}
-
-fn pick_cid() -> u32 {
-    // CIDs 0-2 are reserved; collisions make QEMU fail to start with a clear error.
-    let seed = std::process::id()
-        ^ (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0));
-    3 + seed % 0x3fff_ffff
+    /// A Unix socket that leads straight to the agent (virtio-serial chardev, tests).
+    Unix {
+        /// the socket
+        path: PathBuf,
+    },
 }
 
 /// Connect to the agent: one attempt, `timeout` bounding the handshake.
@@ -145,6 +52,7 @@ pub fn connect(addr: &AgentAddress, timeout: Duration) -> std::io::Result<OwnedF
             s.set_write_timeout(None)?;
             Ok(OwnedFd::from(s))
         }
+        AgentAddress::Unix { path } => Ok(OwnedFd::from(UnixStream::connect(path)?)),
         AgentAddress::Vsock { cid, port } => {
             use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
             let fd = socket(
@@ -166,38 +74,40 @@ pub fn connect(addr: &AgentAddress, timeout: Duration) -> std::io::Result<OwnedF
 pub fn wait_ready(
     ready: &UnixListener,
     timeout: Duration,
-    mut dead: impl FnMut() -> Option<String>,
-) -> std::result::Result<(), String> {
+    dead: &mut dyn FnMut() -> Option<Error>,
+) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     let deadline = std::time::Instant::now() + timeout;
-    ready.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let io = |what: &'static str| move |e: std::io::Error| Error::io(what, e);
+    ready
+        .set_nonblocking(true)
+        .map_err(io("agent ready listener"))?;
     loop {
-        if let Some(why) = dead() {
-            return Err(why);
+        if let Some(e) = dead() {
+            return Err(e);
         }
         match ready.accept() {
             Ok((mut s, _)) => {
-                s.set_nonblocking(false).map_err(|e| e.to_string())?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))
-                    .map_err(|e| e.to_string())?;
-                let line =
-                    read_line(&mut s, 64).map_err(|e| format!("agent ready connection: {e}"))?;
+                s.set_nonblocking(false)
+                    .and_then(|()| s.set_read_timeout(Some(Duration::from_secs(5))))
+                    .map_err(io("agent ready connection"))?;
+                let line = read_line(&mut s, 64).map_err(io("agent ready connection"))?;
                 let want = String::from_utf8_lossy(hull_protocol::READY_LINE);
                 if line != want.trim_end() {
-                    return Err(format!("agent announced itself with {line:?}"));
+                    return Err(Error::Agent(format!("announced itself with {line:?}")));
                 }
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(format!("accept agent ready connection: {e}")),
+            Err(e) => return Err(Error::io("accept agent ready connection", e)),
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return Err(format!(
+            return Err(Error::DeadlineExceeded(format!(
                 "agent did not answer within {}s (it never announced itself)",
                 timeout.as_secs()
-            ));
+            )));
         }
         // Wake at least every 100 ms to notice a dead VM or helper.
         let wait = left.min(Duration::from_millis(100)).as_millis() as u16;
@@ -231,7 +141,6 @@ fn read_line(s: &mut impl Read, max: usize) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixListener;
 
     fn serve_once(
         reply: &'static [u8],

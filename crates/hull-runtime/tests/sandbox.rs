@@ -5,8 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hull_runtime::io::{attach, Stdio};
-use hull_runtime::{spec, Config, Sandbox, SandboxOptions};
+use hull_runtime::{spec, Config, Error, Sandbox, SandboxOptions, Stdio};
 
 const RUN_ROOT: &str = "/run/hull-tests";
 
@@ -44,6 +43,14 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
     root
 }
 
+fn quiet() -> Stdio {
+    Stdio {
+        stdin: None,
+        stdout: Box::new(std::io::sink()),
+        stderr: Some(Box::new(std::io::sink())),
+    }
+}
+
 #[test]
 fn exec_and_signals_in_a_running_container() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -55,10 +62,14 @@ fn exec_and_signals_in_a_running_container() {
     let run_dir = sandbox.run_dir().to_path_buf();
 
     let spec = spec::minimal(vec!["sleep".into(), "1000".into()], &[], None, false).expect("spec");
-    sandbox
+    let c1 = sandbox
         .create_container("c1", &spec, &rootfs)
         .expect("create");
-    sandbox.start_container("c1").expect("start");
+    let e = sandbox
+        .create_container("c1", &spec, &rootfs)
+        .expect_err("duplicate container id");
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
+    let init = c1.start(quiet()).expect("start");
 
     let mut process = spec.process().clone().expect("process");
     process.set_args(Some(vec![
@@ -66,66 +77,57 @@ fn exec_and_signals_in_a_running_container() {
         "-c".into(),
         "echo exec-ok; hostname; exit 4".into(),
     ]));
-    sandbox.exec("c1", "e1", &process).expect("exec");
     let out = Sink::default();
-    let agent = Arc::clone(sandbox.agent().expect("agent"));
-    let copies = attach(
-        &agent,
-        "c1",
-        "e1",
-        Stdio {
-            stdin: None,
-            stdout: Box::new(out.clone()),
-            stderr: Some(Box::new(std::io::sink())),
-        },
-    );
-    assert_eq!(sandbox.wait("c1", "e1").expect("wait exec"), 4);
-    copies.join_output();
+    let e1 = c1
+        .exec(
+            "e1",
+            &process,
+            Stdio {
+                stdin: None,
+                stdout: Box::new(out.clone()),
+                stderr: Some(Box::new(std::io::sink())),
+            },
+        )
+        .expect("exec");
+    let exit = e1.wait().expect("wait exec");
+    assert_eq!(exit.status, 4);
+    assert!(exit.drained);
     assert_eq!(out.text(), "exec-ok\nhull\n");
 
-    assert!(
-        sandbox.wait("c1", "nope").is_err(),
-        "unknown exec id must fail"
-    );
-
     // An exited exec can be forgotten, and its id used again.
-    sandbox.remove_exec("c1", "e1").expect("remove exec");
-    assert!(
-        sandbox.wait("c1", "e1").is_err(),
-        "removed exec must be gone"
-    );
+    e1.remove().expect("remove exec");
+    assert!(e1.wait().is_err(), "removed exec must be gone");
     process.set_args(Some(vec!["sh".into(), "-c".into(), "exit 0".into()]));
-    sandbox.exec("c1", "e1", &process).expect("exec id reused");
-    assert_eq!(sandbox.wait("c1", "e1").expect("wait reused exec"), 0);
+    let again = c1.exec("e1", &process, quiet()).expect("exec id reused");
+    assert_eq!(again.wait().expect("wait reused exec").status, 0);
 
+    // Starting twice is a precondition failure carried from the agent.
+    let e = c1.start(quiet()).expect_err("starting twice must fail");
+    assert!(
+        matches!(e, Error::FailedPrecondition(_) | Error::AlreadyExists(_)),
+        "{e:?}"
+    );
     // Pids, stats, pause and resume act on the container's cgroup in the guest.
-    let init_pid = sandbox.start_container("c1").err().map(|_| ());
-    assert!(init_pid.is_some(), "starting twice must fail");
-    let pids = sandbox.container_pids("c1").expect("pids");
-    assert!(!pids.is_empty(), "the container's sleep must be listed");
-    let stats = sandbox.stats("c1").expect("stats");
+    let pids = c1.pids().expect("pids");
+    assert!(pids.contains(&init.pid()), "{pids:?} lacks {}", init.pid());
+    let stats = c1.stats().expect("stats");
     assert!(stats.pids_current >= 1, "{stats:?}");
     assert!(stats.memory_usage_bytes > 0, "{stats:?}");
-    sandbox.set_paused("c1", true).expect("pause");
-    sandbox.set_paused("c1", false).expect("resume");
-    assert!(
-        sandbox.set_paused("nope", true).is_err(),
-        "unknown container"
-    );
-    sandbox
-        .signal("c1", "", libc::SIGKILL, false)
-        .expect("kill");
-    assert_eq!(
-        sandbox.wait("c1", "").expect("wait init"),
-        128 + libc::SIGKILL
-    );
-    sandbox.remove_container("c1").expect("remove");
-    assert!(
-        sandbox.wait("c1", "").is_err(),
-        "removed container must be gone"
-    );
+    c1.set_paused(true).expect("pause");
+    c1.set_paused(false).expect("resume");
+    init.signal(libc::SIGKILL, false).expect("kill");
+    assert_eq!(init.wait().expect("wait init").status, 128 + libc::SIGKILL);
+    c1.remove().expect("remove");
+    let e = c1.pids().expect_err("removed container must be gone");
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
 
     sandbox.stop().expect("stop");
+    let e = c1.remove().expect_err("stopped sandbox");
+    assert!(
+        matches!(e, Error::NotFound(_) | Error::FailedPrecondition(_)),
+        "{e}"
+    );
+    sandbox.stop().expect("stop is idempotent");
     assert!(!run_dir.exists(), "{} left behind", run_dir.display());
 }
 
@@ -136,7 +138,7 @@ fn duplicate_sandbox_id_is_refused_without_touching_the_first() {
     let id = format!("lib-dup-{}", std::process::id());
     let first = Sandbox::create(&config, &id, &SandboxOptions::default()).expect("first boots");
     let e = Sandbox::create(&config, &id, &SandboxOptions::default()).expect_err("duplicate id");
-    assert!(e.to_string().contains("already exists"), "{e}");
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
     assert!(
         first.run_dir().exists(),
         "the first sandbox lost its run directory"

@@ -40,11 +40,26 @@ impl From<ShimError> for ttrpc::Error {
             ShimError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
             ShimError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             ShimError::Unimplemented(_) => Code::UNIMPLEMENTED,
-            ShimError::Runtime(hull_runtime::Error::NotFound(_)) => Code::NOT_FOUND,
-            ShimError::Runtime(hull_runtime::Error::InvalidArgument(_)) => Code::INVALID_ARGUMENT,
-            ShimError::Runtime(_) | ShimError::Internal(_) => Code::INTERNAL,
+            ShimError::Runtime(e) => runtime_code(e),
+            ShimError::Internal(_) => Code::INTERNAL,
         };
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
+    }
+}
+
+/// The ttrpc code of a runtime error: the agent's codes travel through unchanged; a dead VM
+/// or helper is UNAVAILABLE.
+fn runtime_code(e: &hull_runtime::Error) -> Code {
+    use hull_runtime::Error as E;
+    match e {
+        E::NotFound(_) => Code::NOT_FOUND,
+        E::InvalidArgument(_) | E::Config(_) => Code::INVALID_ARGUMENT,
+        E::AlreadyExists(_) => Code::ALREADY_EXISTS,
+        E::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+        E::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
+        E::Unavailable(_) | E::Died { .. } => Code::UNAVAILABLE,
+        E::Assets(_) | E::MissingBinary { .. } => Code::FAILED_PRECONDITION,
+        E::Daemon { .. } | E::Guest { .. } | E::Agent(_) | E::Io { .. } => Code::INTERNAL,
     }
 }
 
@@ -63,11 +78,28 @@ mod tests {
             code(ShimError::Unimplemented("checkpoint")),
             Code::UNIMPLEMENTED
         );
+        let rt = |e: hull_runtime::Error| code(ShimError::Runtime(e));
+        use hull_runtime::Error as E;
+        assert_eq!(rt(E::InvalidArgument("x".into())), Code::INVALID_ARGUMENT);
+        assert_eq!(rt(E::AlreadyExists("x".into())), Code::ALREADY_EXISTS);
         assert_eq!(
-            code(ShimError::Runtime(hull_runtime::Error::InvalidArgument(
-                "x".into()
-            ))),
-            Code::INVALID_ARGUMENT
+            rt(E::FailedPrecondition("x".into())),
+            Code::FAILED_PRECONDITION
         );
+        assert_eq!(rt(E::DeadlineExceeded("x".into())), Code::DEADLINE_EXCEEDED);
+        assert_eq!(rt(E::Unavailable("x".into())), Code::UNAVAILABLE);
+        let died = E::Died {
+            sandbox: "p1".into(),
+            death: hull_runtime::Death {
+                name: "qemu".into(),
+                how: "killed by signal 9 (SIGKILL)".into(),
+            },
+            console_tail: "(empty)".into(),
+        };
+        assert!(
+            died.to_string().contains("qemu exited: killed by signal 9"),
+            "{died}"
+        );
+        assert_eq!(rt(died), Code::UNAVAILABLE);
     }
 }

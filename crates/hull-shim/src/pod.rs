@@ -1,12 +1,16 @@
 //! The pod this shim serves: one hull-runtime `Sandbox` (one VM) and its tasks. Every task
 //! operation of containerd's API lands here; RPC decoding stays in `task.rs`.
+//!
+//! Locking: `lifecycle` serialises what creates or removes tasks and so may boot or stop the
+//! VM; `state` guards the task table and is only held for bookkeeping, never across a call
+//! into the guest. Lock order: `lifecycle`, then `state`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::SystemTime;
 
-use hull_runtime::{Config, Sandbox, SandboxOptions};
+use hull_runtime::{Config, Container, Sandbox, SandboxOptions, Seams};
 use oci_spec::runtime::Spec;
 
 use crate::error::{Result, ShimError};
@@ -18,16 +22,18 @@ use crate::rootfs::{self, RootfsMount};
 pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// File in a task's bundle recording the sandbox it runs in (read by `delete` after a crash).
 pub const SANDBOX_FILE: &str = "hull-sandbox";
-/// How long output may keep flowing after a process exited before its exit is reported.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Exit status reported when the sandbox died under a process.
 pub const SANDBOX_LOST_STATUS: u32 = 255;
+
+/// Makes the seams a new sandbox is built with (real ones in production).
+pub type SeamsFactory = Box<dyn Fn(&Config) -> hull_runtime::Result<Seams> + Send + Sync>;
 
 /// One task (container).
 #[derive(Debug)]
 struct Task {
     bundle: PathBuf,
     rootfs: Option<RootfsMount>,
+    container: Container,
     paused: bool,
     init: Proc,
     execs: HashMap<String, Proc>,
@@ -81,11 +87,18 @@ pub struct Deleted {
     pub at: SystemTime,
 }
 
+#[derive(Default)]
+struct State {
+    sandbox: Option<Arc<Sandbox>>,
+    tasks: HashMap<String, Task>,
+}
+
 /// The pod.
 pub struct Pod {
     config: Config,
-    sandbox: RwLock<Option<Sandbox>>,
-    tasks: Mutex<HashMap<String, Task>>,
+    seams: SeamsFactory,
+    lifecycle: Mutex<()>,
+    state: Mutex<State>,
     changed: Condvar,
     events: Arc<dyn Sink>,
 }
@@ -96,44 +109,41 @@ impl std::fmt::Debug for Pod {
     }
 }
 
-fn poisoned<T>(p: std::sync::PoisonError<T>) -> T {
-    p.into_inner()
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn not_found(id: &str) -> ShimError {
+    ShimError::NotFound(format!("task {id}"))
 }
 
 impl Pod {
     /// An empty pod; its VM boots with the first task.
     pub fn new(config: Config, events: Arc<dyn Sink>) -> Arc<Pod> {
+        Self::with_seams(config, events, Box::new(Seams::real))
+    }
+
+    /// An empty pod whose sandbox will be made with `seams`.
+    pub fn with_seams(config: Config, events: Arc<dyn Sink>, seams: SeamsFactory) -> Arc<Pod> {
         Arc::new(Pod {
             config,
-            sandbox: RwLock::new(None),
-            tasks: Mutex::new(HashMap::new()),
+            seams,
+            lifecycle: Mutex::new(()),
+            state: Mutex::new(State::default()),
             changed: Condvar::new(),
             events,
         })
     }
 
-    fn tasks(&self) -> MutexGuard<'_, HashMap<String, Task>> {
-        self.tasks.lock().unwrap_or_else(poisoned)
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
-    fn sandbox(&self) -> Result<RwLockReadGuard<'_, Option<Sandbox>>> {
-        let g = self.sandbox.read().unwrap_or_else(poisoned);
-        if g.is_none() {
-            return Err(ShimError::FailedPrecondition(
-                "the pod has no sandbox".into(),
-            ));
-        }
-        Ok(g)
-    }
-
-    fn with_sandbox<T>(&self, f: impl FnOnce(&Sandbox) -> hull_runtime::Result<T>) -> Result<T> {
-        let g = self.sandbox()?;
-        match g.as_ref() {
-            Some(sb) => f(sb).map_err(ShimError::from),
-            None => Err(ShimError::FailedPrecondition(
-                "the pod has no sandbox".into(),
-            )),
-        }
+    /// Run `f` on task `id` under the state lock.
+    fn with_task<T>(&self, id: &str, f: impl FnOnce(&mut Task) -> Result<T>) -> Result<T> {
+        let mut st = self.state();
+        let task = st.tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+        f(task)
     }
 
     /// Create task `id` from the bundle, mounting `mounts` as its rootfs, booting the VM first
@@ -147,38 +157,42 @@ impl Pod {
     ) -> Result<()> {
         hull_protocol::validate_id(id)
             .map_err(|e| ShimError::InvalidArgument(format!("task {e}")))?;
-        if self.tasks().contains_key(id) {
+        let _life = lock(&self.lifecycle);
+        if self.state().tasks.contains_key(id) {
             return Err(ShimError::AlreadyExists(format!("task {id}")));
         }
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             ShimError::InvalidArgument(format!("{}/config.json: {e}", bundle.display()))
         })?;
-        let rootfs_mount = rootfs::mount(bundle, mounts)?;
-        let root_dir = match &rootfs_mount {
-            Some(m) => m.path().to_path_buf(),
-            None => rootfs::spec_root(bundle, &spec)?,
-        };
         let sandbox_id = spec
             .annotations()
             .as_ref()
             .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
             .unwrap_or_else(|| id.to_string());
         // Dropping `rootfs_mount` on an error below unmounts it again.
-        self.ensure_sandbox(&sandbox_id)?;
+        let rootfs_mount = rootfs::mount(bundle, mounts)?;
+        let root_dir = match &rootfs_mount {
+            Some(m) => m.path().to_path_buf(),
+            None => rootfs::spec_root(bundle, &spec)?,
+        };
+        let sandbox = self.ensure_sandbox(&sandbox_id)?;
         if let Err(e) = std::fs::write(bundle.join(SANDBOX_FILE), &sandbox_id) {
             tracing::warn!(task = id, error = %e, "cannot record the sandbox id in the bundle");
         }
-        let created = self.with_sandbox(|sb| sb.create_container(id, &spec, &root_dir));
-        if let Err(e) = created {
-            drop(rootfs_mount);
-            self.stop_sandbox_if_idle();
-            return Err(e);
-        }
-        self.tasks().insert(
+        let container = match sandbox.create_container(id, &spec, &root_dir) {
+            Ok(c) => c,
+            Err(e) => {
+                drop(rootfs_mount);
+                self.stop_sandbox_if_idle();
+                return Err(e.into());
+            }
+        };
+        self.state().tasks.insert(
             id.to_string(),
             Task {
                 bundle: bundle.to_path_buf(),
                 rootfs: rootfs_mount,
+                container,
                 paused: false,
                 init: Proc::created(io, None),
                 execs: HashMap::new(),
@@ -193,25 +207,40 @@ impl Pod {
         Ok(())
     }
 
-    fn ensure_sandbox(&self, sandbox_id: &str) -> Result<()> {
-        let mut g = self.sandbox.write().unwrap_or_else(poisoned);
-        if g.is_none() {
-            let sb = Sandbox::create(&self.config, sandbox_id, &SandboxOptions::default())?;
-            *g = Some(sb);
+    /// The pod's sandbox, booted now if there is none. Caller holds `lifecycle`.
+    fn ensure_sandbox(&self, sandbox_id: &str) -> Result<Arc<Sandbox>> {
+        if let Some(sb) = &self.state().sandbox {
+            if sb.id() != sandbox_id {
+                return Err(ShimError::InvalidArgument(format!(
+                    "this shim serves sandbox {}, not {sandbox_id}",
+                    sb.id()
+                )));
+            }
+            return Ok(sb.clone());
         }
-        Ok(())
+        let seams = (self.seams)(&self.config)?;
+        let sb = Arc::new(Sandbox::create_with(
+            seams,
+            &self.config,
+            sandbox_id,
+            &SandboxOptions::default(),
+        )?);
+        self.state().sandbox = Some(sb.clone());
+        Ok(sb)
     }
 
-    /// Stop the VM when no task is left.
+    /// Stop the VM when no task is left. Caller holds `lifecycle`.
     fn stop_sandbox_if_idle(&self) {
-        if !self.tasks().is_empty() {
-            return;
-        }
-        let taken = self.sandbox.write().unwrap_or_else(poisoned).take();
+        let taken = {
+            let mut st = self.state();
+            if !st.tasks.is_empty() {
+                return;
+            }
+            st.sandbox.take()
+        };
         if let Some(sb) = taken {
-            let id = sb.id().to_string();
             if let Err(e) = sb.stop() {
-                tracing::error!(sandbox = %id, error = %e, "sandbox cleanup incomplete");
+                tracing::error!(sandbox = %sb.id(), error = %e, "sandbox cleanup incomplete");
             }
         }
     }
@@ -226,21 +255,19 @@ impl Pod {
     ) -> Result<()> {
         hull_protocol::validate_id(exec_id)
             .map_err(|e| ShimError::InvalidArgument(format!("exec {e}")))?;
-        let mut tasks = self.tasks();
-        let task = tasks
-            .get_mut(id)
-            .ok_or_else(|| ShimError::NotFound(format!("task {id}")))?;
-        if task.init.status != Status::Running {
-            return Err(ShimError::FailedPrecondition(format!(
-                "task {id} is not running"
-            )));
-        }
-        if task.execs.contains_key(exec_id) {
-            return Err(ShimError::AlreadyExists(format!("exec {exec_id}")));
-        }
-        task.execs
-            .insert(exec_id.to_string(), Proc::created(io, Some(spec)));
-        drop(tasks);
+        self.with_task(id, |task| {
+            if task.init.status != Status::Running {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "task {id} is not running"
+                )));
+            }
+            if task.execs.contains_key(exec_id) {
+                return Err(ShimError::AlreadyExists(format!("exec {exec_id}")));
+            }
+            task.execs
+                .insert(exec_id.to_string(), Proc::created(io, Some(spec)));
+            Ok(())
+        })?;
         self.events.send(Event::ExecAdded {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -250,35 +277,46 @@ impl Pod {
 
     /// Start the init process (`exec_id` "") or an added exec; returns the guest pid.
     pub fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32> {
-        let (io, spec) = {
-            let tasks = self.tasks();
-            let task = tasks
-                .get(id)
-                .ok_or_else(|| ShimError::NotFound(format!("task {id}")))?;
-            let p = task.proc(id, exec_id)?;
+        let (container, io, spec) = self.with_task(id, |task| {
+            let container = task.container.clone();
+            let p = task.proc_mut(id, exec_id)?;
             if p.status != Status::Created {
                 return Err(ShimError::FailedPrecondition(format!(
                     "process {} of task {id} was already started",
                     display_exec(exec_id)
                 )));
             }
-            (p.io.clone(), p.spec.clone())
-        };
-        let stdio = process::open(&io).map_err(ShimError::InvalidArgument)?;
-        let (pid, agent) = self.with_sandbox(|sb| {
-            let pid = match &spec {
-                None => sb.start_container(id)?,
-                Some(process) => sb.exec(id, exec_id, process)?,
-            };
-            Ok((pid, Arc::clone(sb.agent()?)))
+            // Claimed here, so a second Start of the same process fails at once.
+            p.status = Status::Starting;
+            Ok((container, p.io.clone(), p.spec.clone()))
         })?;
-        {
-            let mut tasks = self.tasks();
-            if let Some(p) = tasks.get_mut(id).and_then(|t| t.proc_mut(id, exec_id).ok()) {
-                p.pid = pid;
-                p.status = Status::Running;
+        let started = process::open(&io)
+            .map_err(|e| ShimError::InvalidArgument(e.to_string()))
+            .and_then(|stdio| {
+                match &spec {
+                    None => container.start(stdio),
+                    Some(process) => container.exec(exec_id, process, stdio),
+                }
+                .map_err(ShimError::from)
+            });
+        let process = match started {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                let _ = self.with_task(id, |t| {
+                    t.proc_mut(id, exec_id)?.status = Status::Created;
+                    Ok(())
+                });
+                return Err(e);
             }
-        }
+        };
+        let pid = process.pid();
+        let _ = self.with_task(id, |t| {
+            let p = t.proc_mut(id, exec_id)?;
+            p.pid = pid;
+            p.status = Status::Running;
+            p.process = Some(process.clone());
+            Ok(())
+        });
         self.events.send(if exec_id.is_empty() {
             Event::Start {
                 id: id.to_string(),
@@ -291,64 +329,34 @@ impl Pod {
                 pid,
             }
         });
-        let copies = hull_runtime::io::attach(&agent, id, exec_id, stdio);
         let pod = Arc::clone(self);
         let (cid, eid) = (id.to_string(), exec_id.to_string());
         std::thread::Builder::new()
             .name(format!("wait-{id}"))
-            .spawn(move || pod.wait_exit(&agent, &cid, &eid, pid, copies))
+            .spawn(move || pod.wait_exit(&process, &cid, &eid))
             .map_err(|e| ShimError::Internal(format!("spawn waiter: {e}")))?;
         tracing::info!(task = id, exec = exec_id, pid, "process started");
         Ok(pid)
     }
 
-    /// Waiter thread body: the exit status from the guest, the output drained, then the
-    /// exit recorded and announced.
-    fn wait_exit(
-        &self,
-        agent: &hull_runtime::agent::Agent,
-        id: &str,
-        exec_id: &str,
-        pid: u32,
-        copies: hull_runtime::io::Copies,
-    ) {
-        let status = match agent.wait(id, exec_id) {
-            Ok(s) => u32::try_from(s).unwrap_or(SANDBOX_LOST_STATUS),
+    /// Waiter thread body: the exit from the guest (output drained), recorded and announced.
+    fn wait_exit(&self, process: &hull_runtime::Process, id: &str, exec_id: &str) {
+        let status = match process.wait() {
+            Ok(exit) => u32::try_from(exit.status).unwrap_or(SANDBOX_LOST_STATUS),
             Err(e) => {
-                let why = self
-                    .sandbox
-                    .read()
-                    .unwrap_or_else(poisoned)
-                    .as_ref()
-                    .and_then(|sb| sb.failure())
-                    .unwrap_or_else(|| e.to_string());
-                tracing::error!(task = id, exec = exec_id, error = %why, "lost the process");
+                tracing::error!(task = id, exec = exec_id, error = %e, "lost the process");
                 SANDBOX_LOST_STATUS
             }
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let _ = std::thread::Builder::new()
-            .name(format!("drain-{id}"))
-            .spawn(move || {
-                copies.join_output();
-                let _ = tx.send(());
-            });
-        if rx.recv_timeout(DRAIN_TIMEOUT).is_err() {
-            tracing::warn!(
-                task = id,
-                exec = exec_id,
-                "output still open after exit; reporting the exit anyway"
-            );
-        }
         let at = SystemTime::now();
-        {
-            let mut tasks = self.tasks();
-            if let Some(p) = tasks.get_mut(id).and_then(|t| t.proc_mut(id, exec_id).ok()) {
-                p.status = Status::Stopped;
-                p.exit = Some(Exit { status, at });
-            }
-        }
+        let _ = self.with_task(id, |t| {
+            let p = t.proc_mut(id, exec_id)?;
+            p.status = Status::Stopped;
+            p.exit = Some(Exit { status, at });
+            Ok(())
+        });
         self.changed.notify_all();
+        let pid = process.pid();
         tracing::info!(task = id, exec = exec_id, pid, status, "process exited");
         self.events.send(Event::Exit {
             id: id.to_string(),
@@ -361,11 +369,9 @@ impl Pod {
 
     /// Signal a process (or, with `all`, every process of the task).
     pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
-        {
-            let tasks = self.tasks();
-            let task = tasks
-                .get(id)
-                .ok_or_else(|| ShimError::NotFound(format!("task {id}")))?;
+        let sig = i32::try_from(signal)
+            .map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
+        let (container, process) = self.with_task(id, |task| {
             let p = task.proc(id, exec_id)?;
             if p.status == Status::Stopped {
                 return Err(ShimError::NotFound(format!(
@@ -373,67 +379,50 @@ impl Pod {
                     display_exec(exec_id)
                 )));
             }
+            Ok((task.container.clone(), p.process.clone()))
+        })?;
+        match (exec_id.is_empty(), process) {
+            (true, _) => container.kill(sig, all)?,
+            (false, Some(p)) => p.signal(sig, all)?,
+            (false, None) => {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "exec {exec_id} of task {id} is not started"
+                )))
+            }
         }
-        let sig = i32::try_from(signal)
-            .map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
-        self.with_sandbox(|sb| sb.signal(id, exec_id, sig, all))
+        Ok(())
     }
 
     /// Block until the process has exited.
     pub fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
-        let mut tasks = self.tasks();
+        let mut st = self.state();
         loop {
-            let task = tasks
-                .get(id)
-                .ok_or_else(|| ShimError::NotFound(format!("task {id}")))?;
+            let task = st.tasks.get(id).ok_or_else(|| not_found(id))?;
             if let Some(exit) = task.proc(id, exec_id)?.exit {
                 return Ok(exit);
             }
-            tasks = self.changed.wait(tasks).unwrap_or_else(poisoned);
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
     /// Delete an exec, or the task itself (stopping the VM after its last task).
     pub fn delete(&self, id: &str, exec_id: &str) -> Result<Deleted> {
         if !exec_id.is_empty() {
-            let mut tasks = self.tasks();
-            let task = tasks
-                .get_mut(id)
-                .ok_or_else(|| ShimError::NotFound(format!("task {id}")))?;
-            let p = task.proc(id, exec_id)?;
-            if p.status == Status::Running {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "exec {exec_id} of task {id} is running"
-                )));
-            }
-            let d = deleted(p);
-            let started = p.status == Status::Stopped;
-            task.execs.remove(exec_id);
-            drop(tasks);
-            if started {
-                if let Err(e) = self.with_sandbox(|sb| sb.remove_exec(id, exec_id)) {
-                    tracing::debug!(task = id, exec = exec_id, error = %e, "exec already gone in the guest");
-                }
-            }
-            self.changed.notify_all();
-            return Ok(d);
+            return self.delete_exec(id, exec_id);
         }
-        let d = {
-            let tasks = self.tasks();
-            let task = tasks
-                .get(id)
-                .ok_or_else(|| ShimError::NotFound(format!("task {id}")))?;
-            if task.init.status == Status::Running {
+        let _life = lock(&self.lifecycle);
+        let (d, container) = self.with_task(id, |task| {
+            if matches!(task.init.status, Status::Running | Status::Starting) {
                 return Err(ShimError::FailedPrecondition(format!(
                     "task {id} is running; kill it first"
                 )));
             }
-            deleted(&task.init)
-        };
-        if let Err(e) = self.with_sandbox(|sb| sb.remove_container(id)) {
+            Ok((deleted(&task.init), task.container.clone()))
+        })?;
+        if let Err(e) = container.remove() {
             tracing::warn!(task = id, error = %e, "guest side of the task not removed cleanly");
         }
-        let task = self.tasks().remove(id);
+        let task = self.state().tasks.remove(id);
         // Unmounts the rootfs.
         drop(task.and_then(|mut t| t.rootfs.take()));
         self.changed.notify_all();
@@ -448,40 +437,58 @@ impl Pod {
         Ok(d)
     }
 
+    fn delete_exec(&self, id: &str, exec_id: &str) -> Result<Deleted> {
+        let (d, process) = self.with_task(id, |task| {
+            let p = task.proc(id, exec_id)?;
+            if matches!(p.status, Status::Running | Status::Starting) {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "exec {exec_id} of task {id} is running"
+                )));
+            }
+            let d = deleted(p);
+            let process = p.process.clone();
+            task.execs.remove(exec_id);
+            Ok((d, process))
+        })?;
+        if let Some(p) = process {
+            if let Err(e) = p.remove() {
+                tracing::debug!(task = id, exec = exec_id, error = %e, "exec already gone in the guest");
+            }
+        }
+        self.changed.notify_all();
+        Ok(d)
+    }
+
     /// The state of a process.
-    pub fn state(&self, id: &str, exec_id: &str) -> Result<ProcState> {
-        let tasks = self.tasks();
-        let task = tasks
-            .get(id)
-            .ok_or_else(|| ShimError::NotFound(format!("task {id}")))?;
-        let p = task.proc(id, exec_id)?;
-        Ok(ProcState {
-            bundle: task.bundle.display().to_string(),
-            pid: p.pid,
-            status: p.status,
-            paused: task.paused && exec_id.is_empty(),
-            io: p.io.clone(),
-            exit: p.exit,
+    pub fn state_of(&self, id: &str, exec_id: &str) -> Result<ProcState> {
+        self.with_task(id, |task| {
+            let p = task.proc(id, exec_id)?;
+            Ok(ProcState {
+                bundle: task.bundle.display().to_string(),
+                pid: p.pid,
+                status: p.status,
+                paused: task.paused && exec_id.is_empty(),
+                io: p.io.clone(),
+                exit: p.exit,
+            })
         })
     }
 
     /// Freeze or thaw the task.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
-        {
-            let tasks = self.tasks();
-            let task = tasks
-                .get(id)
-                .ok_or_else(|| ShimError::NotFound(format!("task {id}")))?;
+        let container = self.with_task(id, |task| {
             if task.init.status != Status::Running {
                 return Err(ShimError::FailedPrecondition(format!(
                     "task {id} is not running"
                 )));
             }
-        }
-        self.with_sandbox(|sb| sb.set_paused(id, paused))?;
-        if let Some(t) = self.tasks().get_mut(id) {
+            Ok(task.container.clone())
+        })?;
+        container.set_paused(paused)?;
+        let _ = self.with_task(id, |t| {
             t.paused = paused;
-        }
+            Ok(())
+        });
         self.events.send(if paused {
             Event::Paused { id: id.to_string() }
         } else {
@@ -490,52 +497,58 @@ impl Pod {
         Ok(())
     }
 
+    fn container(&self, id: &str) -> Result<Container> {
+        self.with_task(id, |t| Ok(t.container.clone()))
+    }
+
+    fn started(&self, id: &str, exec_id: &str) -> Result<Option<Arc<hull_runtime::Process>>> {
+        self.with_task(id, |t| Ok(t.proc(id, exec_id)?.process.clone()))
+    }
+
     /// Guest pids of the task's processes.
     pub fn pids(&self, id: &str) -> Result<Vec<u32>> {
-        self.known(id)?;
-        self.with_sandbox(|sb| sb.container_pids(id))
+        Ok(self.container(id)?.pids()?)
     }
 
     /// Resource usage of the task.
-    pub fn stats(&self, id: &str) -> Result<hull_runtime::container::ContainerStats> {
-        self.known(id)?;
-        self.with_sandbox(|sb| sb.stats(id))
+    pub fn stats(&self, id: &str) -> Result<hull_runtime::ContainerStats> {
+        Ok(self.container(id)?.stats()?)
     }
 
     /// Resize a process's terminal.
     pub fn resize(&self, id: &str, exec_id: &str, cols: u32, rows: u32) -> Result<()> {
-        self.known(id)?;
         let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
-        self.with_sandbox(|sb| sb.agent()?.resize(id, exec_id, clamp(rows), clamp(cols)))
+        match self.started(id, exec_id)? {
+            Some(p) => Ok(p.resize(clamp(rows), clamp(cols))?),
+            None => Err(ShimError::FailedPrecondition(format!(
+                "process {} of task {id} is not started",
+                display_exec(exec_id)
+            ))),
+        }
     }
 
-    /// Close a process's stdin.
+    /// Close a process's stdin (a process not started yet gets none when it starts).
     pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
-        self.known(id)?;
-        self.with_sandbox(|sb| sb.agent()?.close_stdin(id, exec_id))
+        match self.started(id, exec_id)? {
+            Some(p) => Ok(p.close_stdin()?),
+            None => Ok(()),
+        }
     }
 
-    /// Pid of the first task's init process (0 if none).
+    /// Pid of a task's init process (0 if none).
     pub fn task_pid(&self, id: &str) -> u32 {
-        self.tasks().get(id).map_or(0, |t| t.init.pid)
+        self.state().tasks.get(id).map_or(0, |t| t.init.pid)
     }
 
     /// Whether no task is left.
     pub fn is_empty(&self) -> bool {
-        self.tasks().is_empty()
+        self.state().tasks.is_empty()
     }
 
     /// Stop the VM if no task is left (containerd's Shutdown).
     pub fn shutdown(&self) {
+        let _life = lock(&self.lifecycle);
         self.stop_sandbox_if_idle();
-    }
-
-    fn known(&self, id: &str) -> Result<()> {
-        if self.tasks().contains_key(id) {
-            Ok(())
-        } else {
-            Err(ShimError::NotFound(format!("task {id}")))
-        }
     }
 }
 

@@ -6,13 +6,17 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use hull_runtime::io::Stdio;
+use std::sync::Arc;
+
+use hull_runtime::Stdio;
 
 /// Where a process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Created, not started.
     Created,
+    /// A Start is under way.
+    Starting,
     /// Running.
     Running,
     /// Exited; see `Proc::exit`.
@@ -54,6 +58,8 @@ pub struct Proc {
     pub io: IoPaths,
     /// The OCI process of an exec (None for init).
     pub spec: Option<oci_spec::runtime::Process>,
+    /// The running process, once started.
+    pub process: Option<Arc<hull_runtime::Process>>,
 }
 
 impl Proc {
@@ -65,6 +71,7 @@ impl Proc {
             exit: None,
             io,
             spec,
+            process: None,
         }
     }
 }

@@ -2,9 +2,9 @@
 //! print its socket), serve (private mount namespace, logging, the task service) and
 //! `delete` (clean up after a shim that died).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config as ShimConfig, DeleteResponse, ExitSignal, Flags, StartOpts};
@@ -46,7 +46,7 @@ impl containerd_shim::Shim for HullShim {
             // Every mount of this pod lives in a namespace that dies with the shim and its
             // helpers, so not even a SIGKILLed shim can leave one behind. Done before any
             // thread exists, so all threads share it.
-            if let Err(e) = hull_runtime::mounts::enter_private_mount_namespace() {
+            if let Err(e) = hull_runtime::enter_private_mount_namespace() {
                 tracing::error!(error = %e, "cannot enter a private mount namespace");
             }
         }
@@ -138,29 +138,7 @@ pub fn remove_own_socket() {
 /// After a shim died: end it for good if it is somehow still there, then remove the sandbox's
 /// run directory. Its helpers die with it (PDEATHSIG) and its mounts with its namespace.
 fn cleanup_dead_sandbox(run_root: &Path, sandbox_id: &str) {
-    if hull_protocol::validate_id(sandbox_id).is_err() {
-        return;
-    }
-    let dir: PathBuf = run_root.join(sandbox_id);
-    if !dir.exists() {
-        return;
-    }
-    if let Some(pid) = hull_runtime::owner::live_owner(&dir) {
-        if pid != std::process::id() {
-            let pid = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let gone = hull_runtime::daemon::poll_until(Duration::from_secs(10), || {
-                hull_runtime::owner::live_owner(&dir).is_none()
-            });
-            if !gone {
-                eprintln!(
-                    "containerd-shim-hull-v2 delete: shim {pid} of {sandbox_id} does not die"
-                );
-                return;
-            }
-        }
-    }
-    if let Err(e) = hull_runtime::mounts::remove_dir_if_unmounted(&dir) {
+    if let Err(e) = hull_runtime::cleanup_dead_sandbox(run_root, sandbox_id) {
         eprintln!("containerd-shim-hull-v2 delete: {e}");
     }
 }

@@ -84,9 +84,9 @@ impl Task for TaskService {
     }
 
     fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
-        let s = self.pod.state(&req.id, &req.exec_id)?;
+        let s = self.pod.state_of(&req.id, &req.exec_id)?;
         let status = match (s.status, s.paused) {
-            (Status::Created, _) => TaskStatus::CREATED,
+            (Status::Created | Status::Starting, _) => TaskStatus::CREATED,
             (Status::Running, true) => TaskStatus::PAUSED,
             (Status::Running, false) => TaskStatus::RUNNING,
             (Status::Stopped, _) => TaskStatus::STOPPED,

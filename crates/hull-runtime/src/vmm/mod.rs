@@ -1,32 +1,21 @@
-//! Hypervisor drivers. The sandbox talks to a VM only through the small `Hypervisor` trait,
-//! so another VMM (Cloud Hypervisor, Firecracker) can be added without touching sandbox code.
+//! Hypervisor drivers behind two small traits: a `Vmm` launches VMs from a driver-neutral
+//! `VmSpec`, a `Vm` is one running VM. Everything QEMU-specific lives in `qemu/`.
 
-pub mod accel;
 pub mod qemu;
-pub mod qmp;
-pub mod tsc;
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::error::Result;
+use crate::vsock::AgentAddress;
 
-pub use accel::{Accel, AccelDecision};
+pub use qemu::accel::{Accel, AccelDecision};
 
-/// How the agent's vsock device is backed on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VsockDevice {
-    /// In-kernel vhost-vsock with this guest CID.
-    Vhost {
-        /// guest context id
-        cid: u32,
-    },
-    /// A vhost-user vsock backend listening on this socket.
-    VhostUser {
-        /// the backend's vhost-user socket
-        socket: PathBuf,
-    },
-}
+/// Where the exits of a VM's processes are reported: (process name, wait status).
+pub type ExitNotify = std::sync::mpsc::Sender<(String, ExitStatus)>;
 
 /// How the shared directory reaches the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,54 +32,67 @@ pub enum SharedFsDevice {
     },
 }
 
-/// Everything a VMM needs to boot one sandbox VM.
+/// What a sandbox asks of a VM, independent of the hypervisor.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     /// Sandbox id (names the VM).
     pub id: String,
+    /// The sandbox's run directory: the driver keeps its sockets and logs here.
+    pub run_dir: PathBuf,
     /// Guest kernel.
     pub kernel: PathBuf,
     /// Guest initrd.
     pub initrd: PathBuf,
-    /// Full kernel command line.
+    /// Kernel command line the sandbox needs (the driver may add its own parameters).
     pub cmdline: String,
     /// vCPUs.
     pub cpus: u32,
     /// Memory in MiB.
     pub memory_mib: u32,
-    /// Accelerator.
-    pub accel: Accel,
-    /// TCG translation cache size in MiB (0 = QEMU's default); ignored under KVM.
-    pub tcg_tb_size_mib: u32,
-    /// Agent channel device.
-    pub vsock: VsockDevice,
     /// Shared directory device.
     pub shared_fs: SharedFsDevice,
-    /// Guest serial console is written here.
-    pub console_log: PathBuf,
-    /// VMM control socket (QMP for QEMU).
-    pub control_socket: PathBuf,
+}
+
+/// Something that creates VMs.
+pub trait Vmm: Send + Sync + std::fmt::Debug {
+    /// Driver name, e.g. "qemu".
+    fn name(&self) -> &'static str;
+    /// Start a VM for `spec`. Exits of the VMM and of every helper it starts are sent on
+    /// `notify`. On error nothing the launch started is left running.
+    fn launch(&self, spec: &VmSpec, notify: ExitNotify) -> Result<Box<dyn Vm>>;
 }
 
 /// A running VM.
-pub trait Hypervisor: Send + Sync + std::fmt::Debug {
-    /// Driver name, e.g. "qemu".
-    fn name(&self) -> &'static str;
-    /// Host pid of the VMM process.
+pub trait Vm: Send + Sync + std::fmt::Debug {
+    /// Host pid of the VMM process (the sandbox task's pid).
     fn pid(&self) -> i32;
-    /// `Some(description)` once the VMM process has exited.
-    fn exited(&self) -> Option<String>;
+    /// The VMM and its helper processes: (name, pid).
+    fn processes(&self) -> Vec<(String, i32)>;
+    /// How the accelerator was chosen, where the driver has a choice.
+    fn accel(&self) -> Option<&AccelDecision>;
+    /// Where the host reaches the agent.
+    fn agent_address(&self) -> AgentAddress;
+    /// Block until the guest side of the agent channel is usable (the agent announced itself),
+    /// `timeout` passes (an error), or `dead()` returns the error that makes waiting pointless.
+    fn wait_agent_channel(
+        &self,
+        timeout: Duration,
+        dead: &mut dyn FnMut() -> Option<crate::Error>,
+    ) -> Result<()>;
+    /// The read end of the guest console (taken once).
+    fn take_console(&self) -> Option<OwnedFd>;
+    /// The VMM's own last complaint (e.g. a bad option), if it wrote one.
+    fn last_error(&self) -> Option<String>;
+    /// Its wait status once the VMM process has exited.
+    fn exited(&self) -> Option<ExitStatus>;
     /// Wait up to `timeout` for the VMM to exit by itself (after a guest power-off).
     fn wait_exit(&self, timeout: Duration) -> bool;
-    /// Stop the VM: ask the VMM to quit, then kill it. Returns once the process is gone.
+    /// Stop the VM and its helpers: ask the VMM to quit, kill it after `grace`. Returns once
+    /// every process is gone.
     fn stop(&self, grace: Duration);
 }
 
-/// Start a VM with the configured driver.
-pub fn start(
-    qemu_binary: &std::path::Path,
-    spec: &VmSpec,
-    notify: Option<crate::daemon::Notify>,
-) -> Result<Box<dyn Hypervisor>> {
-    Ok(Box::new(qemu::Qemu::start(qemu_binary, spec, notify)?))
+/// The driver the configuration asks for (QEMU is the only one today).
+pub fn from_config(config: &Config) -> Result<Box<dyn Vmm>> {
+    Ok(Box::new(qemu::Qemu::new(config)?))
 }

@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use hull_runtime::io::Stdio;
-use hull_runtime::{mounts, spec, Config, Sandbox, SandboxOptions};
-use nix::sys::signal::Signal;
+use hull_runtime::{spec, Config, Sandbox, SandboxOptions, Stdio};
 
 use crate::cmd::signals::Signals;
 use crate::cmd::tty::RawTerminal;
@@ -52,7 +50,7 @@ pub struct Args {
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     // Before any thread exists: mounts made from here on vanish with this process,
     // and the signals we forward are blocked in every thread we start.
-    mounts::enter_private_mount_namespace().context("hull run needs root")?;
+    hull_runtime::enter_private_mount_namespace().context("hull run needs root")?;
     let signals = Signals::block()?;
     let (config, _) = Config::load(config)?;
     let (spec, rootfs) = build_spec(&args)?;
@@ -108,31 +106,28 @@ fn run_container(
     interactive: bool,
     signals: &Signals,
 ) -> anyhow::Result<i32> {
-    sandbox.create_container(id, spec, rootfs)?;
+    let container = sandbox.create_container(id, spec, rootfs)?;
     let raw = if terminal { RawTerminal::enter() } else { None };
-    sandbox.start_container(id)?;
-    let agent = Arc::clone(sandbox.agent()?);
-    if terminal {
-        if let Some((rows, cols)) = crate::cmd::tty::size() {
-            let _ = agent.resize(id, "", rows, cols);
-        }
-    }
     let stdio = Stdio {
         stdin: interactive.then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>),
         stdout: Box::new(std::io::stdout()),
         stderr: (!terminal).then(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write + Send>),
     };
-    let copies = hull_runtime::io::attach(&agent, id, "", stdio);
-    let forwarder = signals.forward(agent.clone(), id.to_string(), terminal);
-    let status = sandbox.wait(id, "");
-    copies.join_output();
+    let process = Arc::new(container.start(stdio)?);
+    if terminal {
+        if let Some((rows, cols)) = crate::cmd::tty::size() {
+            let _ = process.resize(rows, cols);
+        }
+    }
+    let forwarder = signals.forward(process.clone(), terminal);
+    let exit = process.wait();
     forwarder.stop();
     drop(raw);
-    let status = status?;
-    if let Err(e) = sandbox.remove_container(id) {
+    let exit = exit?;
+    if let Err(e) = container.remove() {
         tracing::warn!(error = %e, "remove container");
     }
-    Ok(status)
+    Ok(exit.status)
 }
 
 /// The spec to run and the host rootfs directory.
@@ -197,11 +192,3 @@ fn build_spec(args: &Args) -> anyhow::Result<(oci_spec::runtime::Spec, PathBuf)>
     spec::validate(&spec)?;
     Ok((spec, rootfs))
 }
-
-/// Signals `hull run` passes on to the container.
-pub const FORWARDED: [Signal; 4] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];

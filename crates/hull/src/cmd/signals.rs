@@ -4,8 +4,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hull_runtime::agent::Agent;
+use hull_runtime::Process;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+/// Signals `hull run` passes on to the container.
+pub const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 
 /// The blocked signal set.
 #[derive(Debug)]
@@ -30,7 +38,7 @@ impl Signals {
     /// Block the forwarded signals and SIGWINCH in this thread and all later ones.
     pub fn block() -> anyhow::Result<Signals> {
         let mut set = SigSet::empty();
-        for s in crate::cmd::run::FORWARDED {
+        for s in FORWARDED {
             set.add(s);
         }
         set.add(Signal::SIGWINCH);
@@ -49,14 +57,14 @@ impl Signals {
         }
         // SAFETY: sigpending succeeded, so the set is initialised.
         let set = unsafe { set.assume_init() };
-        crate::cmd::run::FORWARDED.iter().any(|s| {
+        FORWARDED.iter().any(|s| {
             // SAFETY: `set` is a valid sigset_t.
             unsafe { libc::sigismember(&set, *s as i32) == 1 }
         })
     }
 
-    /// Forward signals to process "" of container `id` until stopped.
-    pub fn forward(&self, agent: Arc<Agent>, id: String, terminal: bool) -> Forwarder {
+    /// Forward signals to `process` until stopped.
+    pub fn forward(&self, process: Arc<Process>, terminal: bool) -> Forwarder {
         let done = Arc::new(AtomicBool::new(false));
         let d = done.clone();
         let set = self.set;
@@ -70,13 +78,13 @@ impl Signals {
                 if sig == Signal::SIGWINCH {
                     if terminal {
                         if let Some((rows, cols)) = crate::cmd::tty::size() {
-                            let _ = agent.resize(&id, "", rows, cols);
+                            let _ = process.resize(rows, cols);
                         }
                     }
                     continue;
                 }
                 tracing::debug!(signal = %sig, "forwarding");
-                if let Err(e) = agent.signal(&id, "", sig as u32, false) {
+                if let Err(e) = process.signal(sig as i32, false) {
                     tracing::warn!(signal = %sig, error = %e, "could not forward signal");
                 }
             });

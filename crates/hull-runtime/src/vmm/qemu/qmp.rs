@@ -40,7 +40,10 @@ impl Qmp {
         };
         let greeting = qmp.read_message()?;
         if greeting.get("QMP").is_none() {
-            return Err(Error::Agent(format!("unexpected QMP greeting: {greeting}")));
+            return Err(Error::Daemon {
+                name: "qemu".into(),
+                what: format!("sent an unexpected QMP greeting: {greeting}"),
+            });
         }
         qmp.execute("qmp_capabilities", None)?;
         Ok(qmp)
@@ -85,7 +88,10 @@ impl Qmp {
                 std::io::ErrorKind::UnexpectedEof.into(),
             ));
         }
-        serde_json::from_str(&line).map_err(|e| Error::Agent(format!("bad QMP message: {e}")))
+        serde_json::from_str(&line).map_err(|e| Error::Daemon {
+            name: "qemu".into(),
+            what: format!("sent a bad QMP message: {e}"),
+        })
     }
 }
 

@@ -1,29 +1,38 @@
-//! The QEMU driver: a `microvm` with direct kernel boot, virtio-mmio devices and guest RAM
-//! that vhost-user backends can map; controlled over QMP, console written to a file.
+//! The QEMU command line of a sandbox VM: a `microvm` with direct kernel boot, virtio-mmio
+//! devices, guest RAM that vhost-user backends can map, the console on QEMU's stdout.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use super::{Accel, Hypervisor, SharedFsDevice, VmSpec, VsockDevice};
-use crate::daemon::{Daemon, Notify};
-use crate::error::Result;
+use super::accel::Accel;
+use super::vsock::VsockDevice;
+use crate::vmm::{SharedFsDevice, VmSpec};
 
-/// A running QEMU process.
-#[derive(Debug)]
-pub struct Qemu {
-    daemon: Daemon,
-    control_socket: std::path::PathBuf,
+/// Everything that shapes one QEMU command line.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    /// The driver-neutral request.
+    pub spec: &'a VmSpec,
+    /// Full kernel command line (the spec's plus the driver's).
+    pub cmdline: String,
+    /// Accelerator.
+    pub accel: Accel,
+    /// TCG translation cache size in MiB (0 = QEMU's default); ignored under KVM.
+    pub tcg_tb_size_mib: u32,
+    /// Agent channel device.
+    pub vsock: VsockDevice,
+    /// QMP socket.
+    pub control_socket: PathBuf,
 }
 
-/// The QEMU command line for `spec` (without the binary).
-pub fn args(spec: &VmSpec) -> Vec<String> {
+/// The QEMU command line for `l` (without the binary).
+pub fn args(l: &Launch<'_>) -> Vec<String> {
+    let spec = l.spec;
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    let (accel, cpu) = match spec.accel {
+    let (accel, cpu) = match l.accel {
         Accel::Kvm => ("kvm".to_string(), "host"),
-        Accel::Tcg if spec.tcg_tb_size_mib > 0 => {
-            (format!("tcg,tb-size={}", spec.tcg_tb_size_mib), "max")
+        Accel::Tcg if l.tcg_tb_size_mib > 0 => {
+            (format!("tcg,tb-size={}", l.tcg_tb_size_mib), "max")
         }
         Accel::Tcg => ("tcg".to_string(), "max"),
     };
@@ -37,28 +46,32 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
         "-object",
         &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
     ]);
-    push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
     push(&[
         "-kernel",
         &path(&spec.kernel),
         "-initrd",
         &path(&spec.initrd),
         "-append",
-        &spec.cmdline,
+        &l.cmdline,
     ]);
-    push(&[
-        "-chardev",
-        &format!("file,id=console,path={}", path(&spec.console_log)),
-    ]);
+    // The console goes to QEMU's stdout, a pipe the runtime reads into a bounded ring.
+    push(&["-chardev", "stdio,id=console,signal=off"]);
     push(&["-serial", "chardev:console"]);
     push(&[
         "-qmp",
-        &format!("unix:{},server=on,wait=off", path(&spec.control_socket)),
+        &format!("unix:{},server=on,wait=off", path(&l.control_socket)),
     ]);
     // vhost-user devices refuse legacy virtio-mmio.
     push(&["-global", "virtio-mmio.force-legacy=false"]);
     push(&["-device", "virtio-rng-device"]);
-    match &spec.vsock {
+    match &l.vsock {
         VsockDevice::Vhost { cid } => {
             push(&["-device", &format!("vhost-vsock-device,guest-cid={cid}")])
         }
@@ -103,83 +116,42 @@ fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-impl Qemu {
-    /// Spawn QEMU for `spec`; its own stderr goes to `<console_log>.qemu`.
-    pub fn start(binary: &Path, spec: &VmSpec, notify: Option<Notify>) -> Result<Qemu> {
-        let mut cmd = Command::new(binary);
-        cmd.args(args(spec));
-        let log = spec.console_log.with_extension("qemu.log");
-        let daemon = Daemon::spawn_notify("qemu", cmd, Some(&log), notify)?;
-        tracing::info!(sandbox = %spec.id, pid = daemon.pid(), accel = ?spec.accel, "qemu started");
-        Ok(Qemu {
-            daemon,
-            control_socket: spec.control_socket.clone(),
-        })
-    }
-}
-
-impl Hypervisor for Qemu {
-    fn name(&self) -> &'static str {
-        "qemu"
-    }
-
-    fn pid(&self) -> i32 {
-        self.daemon.pid()
-    }
-
-    fn exited(&self) -> Option<String> {
-        self.daemon.exited().map(|s| s.to_string())
-    }
-
-    fn wait_exit(&self, timeout: Duration) -> bool {
-        self.daemon.wait_timeout(timeout).is_some()
-    }
-
-    fn stop(&self, grace: Duration) {
-        if self.daemon.exited().is_some() {
-            return;
-        }
-        match super::qmp::Qmp::connect(&self.control_socket, Duration::from_secs(1)) {
-            Ok(mut q) => {
-                let _ = q.execute("quit", None);
-            }
-            Err(e) => tracing::debug!(error = %e, "QMP unavailable, killing qemu"),
-        }
-        if !self.wait_exit(grace) {
-            self.daemon.stop(Duration::from_millis(200));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn spec() -> VmSpec {
         VmSpec {
             id: "t1".into(),
+            run_dir: "/r".into(),
             kernel: "/k".into(),
             initrd: "/i".into(),
             cmdline: "console=ttyS0".into(),
             cpus: 2,
             memory_mib: 256,
+            shared_fs: SharedFsDevice::VirtioFs {
+                socket: PathBuf::from("/r/fs.sock"),
+            },
+        }
+    }
+
+    fn launch(spec: &VmSpec) -> Launch<'_> {
+        Launch {
+            spec,
+            cmdline: spec.cmdline.clone(),
             accel: Accel::Tcg,
             tcg_tb_size_mib: 0,
             vsock: VsockDevice::VhostUser {
                 socket: PathBuf::from("/r/vsock.vu"),
             },
-            shared_fs: SharedFsDevice::VirtioFs {
-                socket: PathBuf::from("/r/fs.sock"),
-            },
-            console_log: "/r/console.log".into(),
             control_socket: "/r/qmp.sock".into(),
         }
     }
 
     #[test]
     fn microvm_with_shared_memory_and_devices() {
-        let a = args(&spec()).join(" ");
+        let s = spec();
+        let a = args(&launch(&s)).join(" ");
         assert!(a.contains("microvm,memory-backend=mem"), "{a}");
         assert!(a.contains("-accel tcg "), "{a}");
         assert!(a.contains("-cpu max -smp 2 -m 256M"), "{a}");
@@ -193,26 +165,32 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("-no-reboot"), "{a}");
+        assert!(
+            a.contains("-chardev stdio,id=console,signal=off -serial chardev:console"),
+            "{a}"
+        );
     }
 
     #[test]
     fn tcg_translation_cache_size() {
-        let mut s = spec();
-        s.tcg_tb_size_mib = 24;
-        assert!(args(&s).join(" ").contains("-accel tcg,tb-size=24"));
-        s.accel = Accel::Kvm;
-        assert!(!args(&s).join(" ").contains("tb-size"));
+        let s = spec();
+        let mut l = launch(&s);
+        l.tcg_tb_size_mib = 24;
+        assert!(args(&l).join(" ").contains("-accel tcg,tb-size=24"));
+        l.accel = Accel::Kvm;
+        assert!(!args(&l).join(" ").contains("tb-size"));
     }
 
     #[test]
     fn kvm_and_9p_and_vhost() {
         let mut s = spec();
-        s.accel = Accel::Kvm;
-        s.vsock = VsockDevice::Vhost { cid: 7 };
         s.shared_fs = SharedFsDevice::NineP {
             dir: "/r/shared".into(),
         };
-        let a = args(&s).join(" ");
+        let mut l = launch(&s);
+        l.accel = Accel::Kvm;
+        l.vsock = VsockDevice::Vhost { cid: 7 };
+        let a = args(&l).join(" ");
         assert!(a.contains("-accel kvm") && a.contains("-cpu host"), "{a}");
         assert!(a.contains("vhost-vsock-device,guest-cid=7"), "{a}");
         assert!(
