@@ -36,6 +36,8 @@ pub(crate) fn create(
     }
     // The table stays locked while the container is made, so an id is created only once.
     let mut containers = guest.containers();
+    // Checked under the table's lock: `stop` clears the table before it removes the directory.
+    guest.agent()?;
     if containers.contains_key(id) {
         return Err(Error::AlreadyExists(format!("container {id}")));
     }
@@ -136,12 +138,17 @@ impl Container {
     /// Remove the container: in the guest, then its host mounts and directory. The host side
     /// goes whatever the guest says (a dead guest has nothing left to remove).
     pub fn remove(&self) -> Result<()> {
-        self.guest.known(&self.id)?;
-        let r = self.guest.call(|a| a.remove_container(&self.id));
         let host = self.guest.containers().remove(&self.id);
+        let r = match (&host, self.guest.agent()) {
+            // A stopped or dead sandbox has nothing left of the container in the guest.
+            (_, Err(Error::Died { .. } | Error::FailedPrecondition(_))) => Ok(()),
+            (None, _) => Err(Error::NotFound(format!("container {}", self.id))),
+            (Some(_), _) => self.guest.call(|a| a.remove_container(&self.id)),
+        };
+        // The host side goes whatever the guest said.
         drop(host);
         match r {
-            Err(Error::Died { .. }) | Err(Error::FailedPrecondition(_)) => Ok(()),
+            Err(Error::Died { .. }) => Ok(()),
             other => other,
         }
     }

@@ -162,8 +162,9 @@ impl Guest {
         Error::FailedPrecondition(format!("sandbox {} is stopped", self.id))
     }
 
-    /// Fail unless container `id` exists on the host side.
+    /// Fail unless the sandbox runs and container `id` exists on the host side.
     pub fn known(&self, id: &str) -> Result<()> {
+        self.agent()?;
         if lock(&self.containers).contains_key(id) {
             Ok(())
         } else {

@@ -94,7 +94,6 @@ impl Sandbox {
         hull_protocol::validate_id(id)
             .map_err(|e| Error::InvalidArgument(format!("sandbox {e}")))?;
         let t0 = Instant::now();
-        crate::assets::verify(&config.assets)?;
         let root = &config.runtime.run_dir;
         std::fs::create_dir_all(root)
             .map_err(|e| Error::io(format!("create {}", root.display()), e))?;
@@ -400,3 +399,7 @@ fn remove_run_dir(id: &str, run_dir: &Path, mounts: &dyn HostMounts) {
         Err(e) => tracing::error!(sandbox = %id, error = %e, "cleanup incomplete"),
     }
 }
+
+#[cfg(test)]
+#[path = "sandbox_tests.rs"]
+mod tests;

@@ -73,6 +73,9 @@ impl Vmm for Qemu {
     }
 
     fn launch(&self, spec: &VmSpec, notify: ExitNotify) -> Result<Box<dyn Vm>> {
+        // Direct kernel boot needs a PVH vmlinux and a newc initrd: say so before QEMU does.
+        crate::assets::verify_kernel(&spec.kernel)?;
+        crate::assets::verify_initrd(&spec.initrd)?;
         let accel = self.accel_for(spec).clone();
         let log = spec.run_dir.join("helpers.log");
         let backend = vsock::start(&self.vsock, &spec.run_dir, &log, notify.clone())?;
