@@ -100,7 +100,7 @@ pub struct Runtime {
 }
 
 fn validate(id: &str) -> Result<(), AgentError> {
-    hull_protocol::validate_id(id).map_err(AgentError::InvalidArgument)
+    hull_protocol::validate_id(id).map_err(|e| AgentError::InvalidArgument(e.to_string()))
 }
 
 impl Runtime {
