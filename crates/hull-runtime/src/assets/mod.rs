@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::config::AssetsConfig;
 
 pub use agent::{candidates as agent_candidates, locate as locate_agent, AGENT_NAME};
-pub use elf::{linkage, pvh_entry, require_static, Linkage};
+pub use elf::{linkage, pvh_entry, require_static, ElfError, Linkage};
 pub use error::AssetsError;
 pub use initrd::{write_archive, NEWC_MAGIC};
 pub use install::{read_stamp, stamp_path, Stamp};
