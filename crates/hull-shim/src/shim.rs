@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config as ShimConfig, DeleteResponse, ExitSignal, Flags, StartOpts};
+use hull_runtime::config::ConfigError;
 use hull_runtime::Config;
 
 use crate::events::{timestamp, Publisher};
@@ -24,15 +25,13 @@ const DEAD_SHIM_STATUS: u32 = 128 + 9;
 pub struct HullShim {
     flags_id: String,
     namespace: String,
-    config: Result<Config, String>,
+    config: Result<Config, ConfigError>,
     exit: Arc<ExitSignal>,
 }
 
 impl HullShim {
-    fn load_config() -> Result<Config, String> {
-        Config::load(None)
-            .map(|(c, _)| c)
-            .map_err(|e| format!("hull configuration: {e}"))
+    fn load_config() -> Result<Config, ConfigError> {
+        Config::load(None).map(|(c, _)| c)
     }
 }
 
@@ -74,7 +73,7 @@ impl containerd_shim::Shim for HullShim {
             .unwrap_or_else(|| self.flags_id.clone());
         match &self.config {
             Ok(config) => cleanup_dead_sandbox(&config.runtime.run_dir, &sandbox_id),
-            Err(e) => eprintln!("containerd-shim-hull-v2 delete: {e}"),
+            Err(e) => eprintln!("containerd-shim-hull-v2 delete: hull configuration: {e}"),
         }
         remove_dead_socket();
         let mut r = DeleteResponse::new();
@@ -92,7 +91,7 @@ impl containerd_shim::Shim for HullShim {
         let config = match &self.config {
             Ok(c) => c.clone(),
             Err(e) => {
-                tracing::error!(error = %e, "using built-in defaults");
+                tracing::error!(error = %e, "hull configuration unusable; using built-in defaults");
                 Config::defaults()
             }
         };
