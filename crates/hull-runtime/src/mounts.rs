@@ -117,12 +117,10 @@ fn unescape(field: &[u8]) -> OsString {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        if let [b'\\', d @ ..] = &field[i..] {
-            if let [a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] = *d {
-                out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
-                i += 4;
-                continue;
-            }
+        if let [b'\\', a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] = field[i..] {
+            out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
+            i += 4;
+            continue;
         }
         out.push(field[i]);
         i += 1;
