@@ -39,7 +39,9 @@ pub mod agent_ttrpc_async {
 
 pub use ttrpc;
 
+pub mod mount_options;
 mod stats;
+pub use mount_options::MountOptions;
 pub use stats::ContainerStats;
 
 /// AF_VSOCK port the agent listens on inside the guest.

@@ -9,6 +9,8 @@ mod process;
 mod rootfs;
 mod shim;
 mod task;
+#[cfg(test)]
+mod test_support;
 
 fn main() {
     let config = containerd_shim::Config {

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use cgroup::{enable_controllers, shares_to_weight, Cgroup};
-pub use rootfs::{parse_options, resolve_in_root};
+pub use rootfs::resolve_in_root;
 pub use setup::resolve;
 
 use crate::error::AgentError;
