@@ -8,6 +8,7 @@ mod pod;
 mod process;
 mod rootfs;
 mod shim;
+mod socket;
 mod task;
 #[cfg(test)]
 mod test_support;

@@ -75,7 +75,7 @@ impl containerd_shim::Shim for HullShim {
             Ok(config) => cleanup_dead_sandbox(&config.runtime.run_dir, &sandbox_id),
             Err(e) => eprintln!("containerd-shim-hull-v2 delete: hull configuration: {e}"),
         }
-        remove_dead_socket();
+        crate::socket::remove_dead();
         let mut r = DeleteResponse::new();
         r.exit_status = DEAD_SHIM_STATUS;
         r.exited_at = Some(timestamp(SystemTime::now())).into();
@@ -106,32 +106,6 @@ fn pod_grouping(config_json: &Path) -> Option<String> {
         .as_ref()?
         .get(SANDBOX_ID_ANNOTATION)
         .cloned()
-}
-
-/// The socket of a shim that was killed stays behind; remove it (the address file in the
-/// bundle names it).
-fn remove_dead_socket() {
-    let Ok(address) = containerd_shim::util::read_address() else {
-        return;
-    };
-    let path = Path::new(address.trim().trim_start_matches("unix://"));
-    let is_socket = std::fs::symlink_metadata(path)
-        .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-        .unwrap_or(false);
-    // Only a socket nobody answers on: a live shim of the same pod may still serve it.
-    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-/// The serving shim's own socket, unlinked at Shutdown (the bundle's address file names it).
-pub fn remove_own_socket() {
-    if let Ok(address) = containerd_shim::util::read_address() {
-        let path = Path::new(address.trim().trim_start_matches("unix://"));
-        if let Err(e) = std::fs::remove_file(path) {
-            tracing::debug!(path = %path.display(), error = %e, "shim socket not removed");
-        }
-    }
 }
 
 /// After a shim died: end it for good if it is somehow still there, then remove the sandbox's
