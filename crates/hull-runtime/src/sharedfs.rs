@@ -114,12 +114,20 @@ mod tests {
             other => panic!("not virtio-fs: {other:?}"),
         };
         assert_eq!(socket, run.join(SOCKET_NAME));
-        std::os::unix::net::UnixStream::connect(&socket).expect("virtiofsd accepts");
+        let conn = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        let log = || std::fs::read_to_string(run.join("helpers.log")).unwrap_or_default();
+        let accepted = crate::daemon::poll_until(Duration::from_secs(10), || {
+            log().contains("Received vhost-user socket connection")
+        });
+        drop(conn);
         let daemon = fs.daemon.expect("virtiofsd");
         // virtiofsd ends when its one connection goes; stop it in case it did not.
         daemon.stop(Duration::from_secs(2));
-        let log = std::fs::read_to_string(run.join("helpers.log")).unwrap_or_default();
-        assert!(log.contains("vhost-user socket connection"), "{log}");
+        assert!(
+            accepted,
+            "virtiofsd did not accept on our socket: {}",
+            log()
+        );
         assert_eq!(pid_files_naming(&run), Vec::<PathBuf>::new());
     }
 }
