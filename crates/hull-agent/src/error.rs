@@ -23,6 +23,41 @@ pub enum AgentError {
     Internal(String),
 }
 
+/// A step of PID 1's early set-up that failed. Early init logs these and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// what was being done
+        what: String,
+        /// the errno
+        source: nix::errno::Errno,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// what was being done
+        what: String,
+        /// the OS error
+        source: std::io::Error,
+    },
+}
+
+impl InitError {
+    /// A failed system call.
+    pub fn sys(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
+        let what = what.into();
+        move |source| InitError::Sys { what, source }
+    }
+
+    /// A failed file operation.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+        let what = what.into();
+        move |source| InitError::Io { what, source }
+    }
+}
+
 impl AgentError {
     /// Wrap an OS error with some context.
     pub fn io(context: &str, err: impl std::fmt::Display) -> Self {

@@ -10,6 +10,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 use crate::cmdline::{self, BootOptions, SharedFs};
+use crate::error::InitError;
 
 const NONE: Option<&str> = None;
 
@@ -42,14 +43,14 @@ fn reopen_console() {
 }
 
 /// Bring the loopback interface up.
-pub fn loopback_up() -> Result<(), String> {
+pub fn loopback_up() -> Result<(), InitError> {
     let sock = socket(
         AddressFamily::Inet,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .map_err(|e| format!("socket: {e}"))?;
+    .map_err(InitError::sys("socket"))?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -57,18 +58,16 @@ pub fn loopback_up() -> Result<(), String> {
     }
     // SAFETY: SIOCGIFFLAGS fills the flags of the valid, NUL-terminated ifreq we pass.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
-        return Err(format!(
-            "SIOCGIFFLAGS lo: {}",
-            std::io::Error::last_os_error()
+        return Err(InitError::io("SIOCGIFFLAGS lo")(
+            std::io::Error::last_os_error(),
         ));
     }
     // SAFETY: the kernel just filled ifru_flags, so reading and updating that union field is valid.
     unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads the valid ifreq we pass.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
-        return Err(format!(
-            "SIOCSIFFLAGS lo: {}",
-            std::io::Error::last_os_error()
+        return Err(InitError::io("SIOCSIFFLAGS lo")(
+            std::io::Error::last_os_error(),
         ));
     }
     Ok(())
@@ -114,7 +113,7 @@ pub fn early_init() -> (BootOptions, Vec<String>) {
     mount_fs(&mut errors, "cgroup2", "/sys/fs/cgroup", nodev, None);
     crate::container::enable_controllers(Path::new("/sys/fs/cgroup"));
     if let Err(e) = loopback_up() {
-        errors.push(e);
+        errors.push(e.to_string());
     }
     let line = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let (opts, warnings) = cmdline::parse(&line);

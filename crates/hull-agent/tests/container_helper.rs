@@ -19,16 +19,35 @@ fn cgroup_root() -> Option<PathBuf> {
     })
 }
 
-/// Root, busybox and cgroup2 are needed; otherwise the test is skipped (with a message).
+/// Set to `1` to let tests skip (and pass) when the host lacks what they need.
+const ALLOW_SKIP_ENV: &str = "HULL_TEST_ALLOW_SKIP";
+
+/// Whether the test can go on: true when `have`; otherwise it fails naming `need`, or, with
+/// `HULL_TEST_ALLOW_SKIP=1`, says it is skipped and returns false.
+fn require(have: bool, need: &str) -> bool {
+    if have {
+        return true;
+    }
+    if std::env::var_os(ALLOW_SKIP_ENV).is_some_and(|v| v == "1") {
+        eprintln!("skipped: needs {need} ({ALLOW_SKIP_ENV}=1)");
+        return false;
+    }
+    panic!("this test needs {need}; provide it, or set {ALLOW_SKIP_ENV}=1 to skip such tests");
+}
+
+/// Root, busybox and cgroup2 are needed: without them the test fails (see [`require`]).
 fn setup() -> Option<(tempfile::TempDir, Arc<Runtime>, PathBuf)> {
-    if !nix::unistd::Uid::effective().is_root() || !Path::new(BUSYBOX).exists() {
-        eprintln!("skipping: needs root and {BUSYBOX}");
+    let root = nix::unistd::Uid::effective().is_root();
+    if !require(root, "root")
+        || !require(Path::new(BUSYBOX).exists(), "/bin/busybox (busybox-static)")
+    {
         return None;
     }
-    let Some(cg) = cgroup_root() else {
-        eprintln!("skipping: no cgroup2 mount");
+    let cg = cgroup_root();
+    if !require(cg.is_some(), "a cgroup2 mount") {
         return None;
-    };
+    }
+    let cg = cg?;
     let shared = tempfile::tempdir().expect("tempdir");
     let rt = Runtime::new(RuntimeConfig {
         helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_hull-agent")),

@@ -39,7 +39,9 @@ pub mod agent_ttrpc_async {
 
 pub use ttrpc;
 
+pub mod mount_options;
 mod stats;
+pub use mount_options::MountOptions;
 pub use stats::ContainerStats;
 
 /// AF_VSOCK port the agent listens on inside the guest.
@@ -76,33 +78,46 @@ pub mod cmdline {
 /// Printed on the guest console by an agent booted with `hull.probe=1`.
 pub const PROBE_OK_MARKER: &str = "HULL-PROBE-OK";
 
+/// Why an id was refused by [`validate_id`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidId {
+    /// Empty or longer than [`MAX_ID_LEN`].
+    #[error("id must be 1..={MAX_ID_LEN} characters")]
+    Length,
+    /// Holds a character outside `[A-Za-z0-9_.-]`, or starts with '.'.
+    #[error("id {0:?} may only hold [A-Za-z0-9_.-] and must not start with '.'")]
+    Characters(String),
+}
+
 /// Check that a container or exec id is safe to use as a path component and bounded.
-pub fn validate_id(id: &str) -> Result<(), String> {
+pub fn validate_id(id: &str) -> Result<(), InvalidId> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(format!("id must be 1..={MAX_ID_LEN} characters"));
+        return Err(InvalidId::Length);
     }
     if !id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         || id.starts_with('.')
     {
-        return Err(format!(
-            "id {id:?} may only hold [A-Za-z0-9_.-] and must not start with '.'"
-        ));
+        return Err(InvalidId::Characters(id.to_string()));
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::validate_id;
+    use super::{validate_id, InvalidId};
 
     #[test]
     fn ids_are_checked() {
         assert!(validate_id("abc-1_2.x").is_ok());
-        assert!(validate_id("").is_err());
+        assert_eq!(validate_id(""), Err(InvalidId::Length));
         assert!(validate_id("..").is_err());
         assert!(validate_id("a/b").is_err());
-        assert!(validate_id(&"x".repeat(129)).is_err());
+        assert_eq!(validate_id(&"x".repeat(129)), Err(InvalidId::Length));
+        assert_eq!(
+            validate_id("a/b").expect_err("slash").to_string(),
+            "id \"a/b\" may only hold [A-Za-z0-9_.-] and must not start with '.'"
+        );
     }
 }

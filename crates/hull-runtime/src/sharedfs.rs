@@ -1,14 +1,19 @@
 //! The sandbox's shared directory on the host and the daemon that exports it to the guest:
 //! virtiofsd for virtio-fs, nothing for 9p (QEMU serves it itself).
 
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::config::{SharedFsConfig, SharedFsKind};
-use crate::daemon::{poll_until, Daemon, Notify};
+use crate::daemon::{Daemon, Notify};
 use crate::error::{Error, Result};
 use crate::vmm::SharedFsDevice;
+
+/// The socket QEMU connects to, in the sandbox's run directory.
+const SOCKET_NAME: &str = "virtiofsd.sock";
 
 /// The shared-fs device of a sandbox and its daemon, if any.
 #[derive(Debug)]
@@ -44,37 +49,94 @@ pub fn start(
             daemon: None,
         }),
         SharedFsKind::VirtioFs => {
-            let socket = run_dir.join("virtiofsd.sock");
+            // We listen and hand virtiofsd the socket (--fd) rather than a path: given
+            // --socket-path, virtiofsd also writes /run/virtiofsd/<path>.pid, outside our run
+            // directory, and never removes it. QEMU's connection waits in the backlog until
+            // virtiofsd accepts it; if virtiofsd dies first, the socket dies with it.
+            let socket = run_dir.join(SOCKET_NAME);
+            let listener = UnixListener::bind(&socket)
+                .map_err(|e| Error::io(format!("listen on {}", socket.display()), e))?;
+            let fd = listener.as_raw_fd();
             let mut cmd = Command::new(&cfg.virtiofsd);
-            cmd.arg(format!("--socket-path={}", socket.display()))
+            cmd.arg(format!("--fd={fd}"))
                 .arg("-o")
                 .arg(format!("source={}", dir.display()))
                 .arg("-o")
                 .arg(format!("cache={}", cfg.cache))
                 .arg("-o")
                 .arg("xattr");
-            let daemon = Daemon::spawn_notify("virtiofsd", cmd, Some(log), notify)?;
-            if !poll_until(Duration::from_secs(10), || {
-                socket.exists() || daemon.exited().is_some()
-            }) || !socket.exists()
-            {
-                return Err(Error::Daemon {
-                    name: "virtiofsd".into(),
-                    what: format!(
-                        "did not create {} ({}); see {}",
-                        socket.display(),
-                        daemon
-                            .exited()
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "still running".into()),
-                        log.display()
-                    ),
+            // SAFETY: the closure runs in the forked child and only calls fcntl, which is
+            // async-signal-safe, on `fd`, which `listener` keeps open in the parent until the
+            // spawn below has returned: it clears FD_CLOEXEC so that virtiofsd inherits it.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
                 });
             }
+            let daemon = Daemon::spawn_notify("virtiofsd", cmd, Some(log), notify)?;
+            drop(listener);
             Ok(SharedFs {
                 device: SharedFsDevice::VirtioFs { socket },
                 daemon: Some(daemon),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::assets::test_support::{require_file, require_root};
+
+    /// Files virtiofsd left in its pid directory that name `dir`.
+    fn pid_files_naming(dir: &Path) -> Vec<PathBuf> {
+        let mangled = dir.to_string_lossy().replace('/', ".");
+        std::fs::read_dir("/run/virtiofsd")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(&mangled))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    #[test]
+    fn virtiofsd_serves_our_socket_and_writes_no_pid_file() {
+        let mut cfg = crate::Config::defaults().shared_fs;
+        if !require_root() || !require_file(&cfg.virtiofsd, "qemu-system-common") {
+            return;
+        }
+        cfg.kind = SharedFsKind::VirtioFs;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (shared, run) = (tmp.path().join("shared"), tmp.path().join("run"));
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::create_dir(&run).expect("mkdir");
+        let fs = start(&cfg, &shared, &run, &run.join("helpers.log"), None).expect("start");
+        let socket = match &fs.device {
+            SharedFsDevice::VirtioFs { socket } => socket.clone(),
+            other => panic!("not virtio-fs: {other:?}"),
+        };
+        assert_eq!(socket, run.join(SOCKET_NAME));
+        let conn = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        let log = || std::fs::read_to_string(run.join("helpers.log")).unwrap_or_default();
+        let accepted = crate::daemon::poll_until(Duration::from_secs(10), || {
+            log().contains("Received vhost-user socket connection")
+        });
+        drop(conn);
+        let daemon = fs.daemon.expect("virtiofsd");
+        // virtiofsd ends when its one connection goes; stop it in case it did not.
+        daemon.stop(Duration::from_secs(2));
+        assert!(
+            accepted,
+            "virtiofsd did not accept on our socket: {}",
+            log()
+        );
+        assert_eq!(pid_files_naming(&run), Vec::<PathBuf>::new());
     }
 }

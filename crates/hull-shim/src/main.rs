@@ -8,7 +8,10 @@ mod pod;
 mod process;
 mod rootfs;
 mod shim;
+mod socket;
 mod task;
+#[cfg(test)]
+mod test_support;
 
 fn main() {
     let config = containerd_shim::Config {

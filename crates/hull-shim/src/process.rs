@@ -10,6 +10,30 @@ use std::sync::Arc;
 
 use hull_runtime::Stdio;
 
+use crate::error::ShimError;
+
+/// Why a process's stdio could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    /// containerd asked for a logging scheme we do not serve (e.g. `binary://`).
+    #[error("stdio {0:?}: only FIFOs and file:// are supported")]
+    Unsupported(String),
+    /// The FIFO or file cannot be opened.
+    #[error("open stdio {path}: {source}")]
+    Open {
+        /// the FIFO or file
+        path: PathBuf,
+        /// the OS error
+        source: std::io::Error,
+    },
+}
+
+impl From<StdioError> for ShimError {
+    fn from(e: StdioError) -> Self {
+        ShimError::InvalidArgument(e.to_string())
+    }
+}
+
 /// Where a process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -77,14 +101,12 @@ impl Proc {
 }
 
 /// containerd passes plain paths for FIFOs, and `file://` URIs for log files.
-fn local_path(uri: &str) -> Result<PathBuf, String> {
+fn local_path(uri: &str) -> Result<PathBuf, StdioError> {
     if let Some(p) = uri.strip_prefix("file://") {
         return Ok(PathBuf::from(p));
     }
     if uri.contains("://") {
-        return Err(format!(
-            "stdio {uri:?}: only FIFOs and file:// are supported"
-        ));
+        return Err(StdioError::Unsupported(uri.to_string()));
     }
     Ok(PathBuf::from(uri))
 }
@@ -92,7 +114,7 @@ fn local_path(uri: &str) -> Result<PathBuf, String> {
 /// Host ends for `io`: stdout/stderr are opened now (read-write, so opening a FIFO never
 /// blocks and a missing reader cannot fail the task); stdin is opened on first read, which
 /// waits for containerd's writer.
-pub fn open(io: &IoPaths) -> Result<Stdio, String> {
+pub fn open_stdio(io: &IoPaths) -> Result<Stdio, StdioError> {
     let stdout: Box<dyn Write + Send> = if io.stdout.is_empty() {
         Box::new(std::io::sink())
     } else {
@@ -120,7 +142,14 @@ pub fn open(io: &IoPaths) -> Result<Stdio, String> {
     })
 }
 
-fn open_output(path: &Path) -> Result<File, String> {
+/// [`open_stdio`] with the error as text, for callers that still wrap a String
+/// (pod.rs: `process::open(&io).map_err(ShimError::InvalidArgument)`); to be removed once they
+/// call `open_stdio(&io)?`, which converts to `ShimError::InvalidArgument` by itself.
+pub fn open(io: &IoPaths) -> Result<Stdio, String> {
+    open_stdio(io).map_err(|e| e.to_string())
+}
+
+fn open_output(path: &Path) -> Result<File, StdioError> {
     let is_fifo = std::fs::metadata(path)
         .map(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
         .unwrap_or(false);
@@ -130,8 +159,10 @@ fn open_output(path: &Path) -> Result<File, String> {
     } else {
         o.create(true).append(true);
     }
-    o.open(path)
-        .map_err(|e| format!("open stdio {}: {e}", path.display()))
+    o.open(path).map_err(|source| StdioError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A FIFO opened when first read, so that opening (which waits for a writer) happens on
@@ -168,7 +199,9 @@ mod tests {
             PathBuf::from("/var/log/c.log")
         );
         let e = local_path("binary:///usr/bin/logger").expect_err("binary logging");
-        assert!(e.contains("only FIFOs"), "{e}");
+        assert!(e.to_string().contains("only FIFOs"), "{e}");
+        let e = ShimError::from(e);
+        assert!(matches!(e, ShimError::InvalidArgument(_)), "{e:?}");
     }
 
     #[test]
@@ -181,7 +214,7 @@ mod tests {
             stderr: String::new(),
             terminal: false,
         };
-        let mut s = open(&io).expect("open");
+        let mut s = open_stdio(&io).expect("open");
         s.stdout.write_all(b"hello").expect("write");
         drop(s.stdout);
         assert_eq!(std::fs::read(&out).expect("read"), b"hello");

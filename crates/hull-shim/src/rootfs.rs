@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use hull_protocol::MountOptions;
 use nix::mount::{mount as sys_mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 
@@ -61,40 +62,11 @@ pub fn mount(bundle: &Path, mounts: &[MountSpec]) -> Result<Option<RootfsMount>>
     Ok(Some(done))
 }
 
-/// Mount flags named in containerd mount options; everything else is filesystem data.
-fn flag(option: &str) -> Option<MsFlags> {
-    Some(match option {
-        "ro" => MsFlags::MS_RDONLY,
-        "rw" | "defaults" => MsFlags::empty(),
-        "bind" => MsFlags::MS_BIND,
-        "rbind" => MsFlags::MS_BIND | MsFlags::MS_REC,
-        "nosuid" => MsFlags::MS_NOSUID,
-        "nodev" => MsFlags::MS_NODEV,
-        "noexec" => MsFlags::MS_NOEXEC,
-        "noatime" => MsFlags::MS_NOATIME,
-        "relatime" => MsFlags::MS_RELATIME,
-        "sync" => MsFlags::MS_SYNCHRONOUS,
-        _ => return None,
-    })
-}
-
-/// Split options into flags and the data string.
-fn parse_options(options: &[String]) -> (MsFlags, String) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for o in options {
-        match flag(o) {
-            Some(f) => flags |= f,
-            None => data.push(o.as_str()),
-        }
-    }
-    (flags, data.join(","))
-}
-
 /// One mount. (containerd-shim's own helper forks and relies on its SIGCHLD reaper, which
 /// would also steal the exit statuses of our QEMU and helper daemons, so it is not used.)
 fn mount_one(m: &MountSpec, target: &Path) -> Result<()> {
-    let (flags, data) = parse_options(&m.options);
+    let opts = MountOptions::parse(&m.options);
+    let (flags, data) = (opts.mount_flags(), opts.data_string());
     let fail = |e: nix::Error| {
         ShimError::InvalidArgument(format!(
             "mount {} rootfs from {} at {}: {e}",
@@ -132,6 +104,16 @@ fn mount_one(m: &MountSpec, target: &Path) -> Result<()> {
             target,
             None::<&str>,
             MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(fail)?;
+    }
+    if !opts.propagation.is_empty() {
+        sys_mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            opts.propagation,
             None::<&str>,
         )
         .map_err(fail)?;
@@ -186,19 +168,8 @@ mod tests {
     }
 
     #[test]
-    fn options_split_into_flags_and_data() {
-        let opts: Vec<String> = ["ro", "index=off", "lowerdir=/a:/b", "nosuid"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let (flags, data) = parse_options(&opts);
-        assert_eq!(flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
-        assert_eq!(data, "index=off,lowerdir=/a:/b");
-    }
-
-    #[test]
     fn bind_rootfs_is_mounted_and_unmounted() {
-        if !nix::unistd::Uid::effective().is_root() {
+        if !crate::test_support::require_root() {
             return;
         }
         let bundle = tempfile::tempdir().expect("tempdir");

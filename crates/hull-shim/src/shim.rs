@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config as ShimConfig, DeleteResponse, ExitSignal, Flags, StartOpts};
+use hull_runtime::config::ConfigError;
 use hull_runtime::Config;
 
 use crate::events::{timestamp, Publisher};
@@ -24,15 +25,13 @@ const DEAD_SHIM_STATUS: u32 = 128 + 9;
 pub struct HullShim {
     flags_id: String,
     namespace: String,
-    config: Result<Config, String>,
+    config: Result<Config, ConfigError>,
     exit: Arc<ExitSignal>,
 }
 
 impl HullShim {
-    fn load_config() -> Result<Config, String> {
-        Config::load(None)
-            .map(|(c, _)| c)
-            .map_err(|e| format!("hull configuration: {e}"))
+    fn load_config() -> Result<Config, ConfigError> {
+        Config::load(None).map(|(c, _)| c)
     }
 }
 
@@ -74,9 +73,9 @@ impl containerd_shim::Shim for HullShim {
             .unwrap_or_else(|| self.flags_id.clone());
         match &self.config {
             Ok(config) => cleanup_dead_sandbox(&config.runtime.run_dir, &sandbox_id),
-            Err(e) => eprintln!("containerd-shim-hull-v2 delete: {e}"),
+            Err(e) => eprintln!("containerd-shim-hull-v2 delete: hull configuration: {e}"),
         }
-        remove_dead_socket();
+        crate::socket::remove_dead();
         let mut r = DeleteResponse::new();
         r.exit_status = DEAD_SHIM_STATUS;
         r.exited_at = Some(timestamp(SystemTime::now())).into();
@@ -92,7 +91,7 @@ impl containerd_shim::Shim for HullShim {
         let config = match &self.config {
             Ok(c) => c.clone(),
             Err(e) => {
-                tracing::error!(error = %e, "using built-in defaults");
+                tracing::error!(error = %e, "hull configuration unusable; using built-in defaults");
                 Config::defaults()
             }
         };
@@ -107,32 +106,6 @@ fn pod_grouping(config_json: &Path) -> Option<String> {
         .as_ref()?
         .get(SANDBOX_ID_ANNOTATION)
         .cloned()
-}
-
-/// The socket of a shim that was killed stays behind; remove it (the address file in the
-/// bundle names it).
-fn remove_dead_socket() {
-    let Ok(address) = containerd_shim::util::read_address() else {
-        return;
-    };
-    let path = Path::new(address.trim().trim_start_matches("unix://"));
-    let is_socket = std::fs::symlink_metadata(path)
-        .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-        .unwrap_or(false);
-    // Only a socket nobody answers on: a live shim of the same pod may still serve it.
-    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-/// The serving shim's own socket, unlinked at Shutdown (the bundle's address file names it).
-pub fn remove_own_socket() {
-    if let Ok(address) = containerd_shim::util::read_address() {
-        let path = Path::new(address.trim().trim_start_matches("unix://"));
-        if let Err(e) = std::fs::remove_file(path) {
-            tracing::debug!(path = %path.display(), error = %e, "shim socket not removed");
-        }
-    }
 }
 
 /// After a shim died: end it for good if it is somehow still there, then remove the sandbox's

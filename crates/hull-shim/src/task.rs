@@ -254,7 +254,7 @@ impl Task for TaskService {
         self.pod.shutdown();
         // Unlink our socket before answering, so that once containerd has its reply no trace
         // of this shim is left on disk (the open connection is not affected).
-        crate::shim::remove_own_socket();
+        crate::socket::remove_own();
         tracing::info!("shim shutting down");
         self.exit.signal();
         Ok(empty())

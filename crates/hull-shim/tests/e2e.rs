@@ -337,10 +337,11 @@ fn a_guest_that_cannot_boot_fails_create_with_its_console() {
 
 #[test]
 fn tty_task_gets_a_terminal() {
-    let Some(script) = common::setup::which("script") else {
-        eprintln!("skipping: script(1) not installed");
+    let script = common::setup::which("script");
+    if !common::require::require(script.is_some(), "script(1) (bsdutils)") {
         return;
-    };
+    }
+    let Some(script) = script else { return };
     let Some(cd) = PrivateContainerd::start() else {
         return;
     };

@@ -121,8 +121,8 @@ fn ctr_timeout_kills_ctr_and_stop_cleans_up() {
 
 #[test]
 fn image_build_is_reproducible_and_cached() {
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("skipping: busybox-static not installed");
+    let busybox = Path::new("/bin/busybox").exists();
+    if !common::require::require(busybox, "/bin/busybox (busybox-static)") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -150,6 +150,31 @@ fn image_build_is_reproducible_and_cached() {
         .collect();
     names.sort();
     assert_eq!(names, ["a.tar", "a.tar.stamp", "b.tar", "b.tar.stamp"]);
+}
+
+#[test]
+fn leftovers_include_a_virtiofsd_pid_file_naming_a_run_directory() {
+    if !common::require::require_root() {
+        return;
+    }
+    let run_dir = Path::new(common::TESTS_ROOT).join(format!("pidfile-{}", std::process::id()));
+    let name = format!(
+        "{}.virtiofsd.sock.pid",
+        run_dir.to_string_lossy().replace('/', ".")
+    );
+    let made_dir = !Path::new(host::VIRTIOFSD_PID_DIR).exists();
+    std::fs::create_dir_all(host::VIRTIOFSD_PID_DIR).expect("mkdir /run/virtiofsd");
+    let pid_file = Path::new(host::VIRTIOFSD_PID_DIR).join(name);
+    std::fs::write(&pid_file, b"1\n").expect("write pid file");
+    let found = host::virtiofsd_pid_files(&run_dir);
+    // A sibling whose name merely starts the same is not ours.
+    let other = host::virtiofsd_pid_files(Path::new(&format!("{}0", run_dir.display())));
+    std::fs::remove_file(&pid_file).expect("remove pid file");
+    if made_dir {
+        let _ = std::fs::remove_dir(host::VIRTIOFSD_PID_DIR);
+    }
+    assert_eq!(found, vec![pid_file]);
+    assert_eq!(other, Vec::<std::path::PathBuf>::new());
 }
 
 #[test]

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use cgroup::{enable_controllers, shares_to_weight, Cgroup};
-pub use rootfs::{parse_options, resolve_in_root};
+pub use rootfs::resolve_in_root;
 pub use setup::resolve;
 
 use crate::error::AgentError;
@@ -100,7 +100,7 @@ pub struct Runtime {
 }
 
 fn validate(id: &str) -> Result<(), AgentError> {
-    hull_protocol::validate_id(id).map_err(AgentError::InvalidArgument)
+    hull_protocol::validate_id(id).map_err(|e| AgentError::InvalidArgument(e.to_string()))
 }
 
 impl Runtime {

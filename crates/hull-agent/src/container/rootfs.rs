@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use hull_protocol::MountOptions;
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -54,91 +55,13 @@ fn normal(c: Component<'_>) -> Option<OsString> {
     }
 }
 
-/// Mount flags, propagation flags and filesystem data of OCI mount options.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Options {
-    /// MS_* flags applied when mounting
-    pub flags: MsFlags,
-    /// MS_PRIVATE/MS_SHARED/... applied afterwards
-    pub propagation: MsFlags,
-    /// everything else, passed as the filesystem's data
-    pub data: Vec<String>,
-    /// `rbind`
-    pub recursive: bool,
-}
-
-/// Parse OCI mount options.
-pub fn parse_options(options: &[String]) -> Options {
-    let mut o = Options {
-        flags: MsFlags::empty(),
-        propagation: MsFlags::empty(),
-        data: Vec::new(),
-        recursive: false,
-    };
-    for opt in options {
-        let (set, clear, prop) = match opt.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY, MsFlags::empty()),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty(), MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID, MsFlags::empty()),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty(), MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV, MsFlags::empty()),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty(), MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty(), MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty(), MsFlags::empty()),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty(), MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty(), MsFlags::empty()),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty(), MsFlags::empty()),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty()),
-            "rbind" => {
-                o.recursive = true;
-                (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty())
-            }
-            "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
-            "rprivate" => (
-                MsFlags::empty(),
-                MsFlags::empty(),
-                MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-            ),
-            "shared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED),
-            "rshared" => (
-                MsFlags::empty(),
-                MsFlags::empty(),
-                MsFlags::MS_SHARED | MsFlags::MS_REC,
-            ),
-            "slave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE),
-            "rslave" => (
-                MsFlags::empty(),
-                MsFlags::empty(),
-                MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            ),
-            "unbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE),
-            "runbindable" => (
-                MsFlags::empty(),
-                MsFlags::empty(),
-                MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-            ),
-            _ => {
-                o.data.push(opt.clone());
-                continue;
-            }
-        };
-        o.flags.insert(set);
-        o.flags.remove(clear);
-        o.propagation.insert(prop);
-    }
-    o
-}
-
 fn mount_err(what: &Path, e: Errno) -> HelperError {
     HelperError::internal(format!("mount {}", what.display()), e)
 }
 
 fn do_mount(root: &Path, m: &Mount) -> Result<(), HelperError> {
     let dest = resolve_in_root(root, m.destination());
-    let opts = parse_options(m.options().as_deref().unwrap_or_default());
+    let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("none");
     if is_bind(m.typ().as_deref(), m.options().as_deref()) {
         let src = m
@@ -188,7 +111,7 @@ fn do_mount(root: &Path, m: &Mount) -> Result<(), HelperError> {
                     .map_or(t.to_string(), |s| s.display().to_string()),
             ),
         };
-        let data = opts.data.join(",");
+        let data = opts.data_string();
         let data = (!data.is_empty()).then_some(data.as_str());
         mount(Some(source.as_str()), &dest, Some(fstype), opts.flags, data)
             .map_err(|e| mount_err(&dest, e))?;
@@ -322,25 +245,6 @@ pub fn prepare(spec: &Spec) -> Result<(), HelperError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn options() {
-        let o = parse_options(&[
-            "nosuid".into(),
-            "rbind".into(),
-            "ro".into(),
-            "mode=755".into(),
-            "rprivate".into(),
-        ]);
-        assert!(o
-            .flags
-            .contains(MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_RDONLY));
-        assert!(o.recursive);
-        assert_eq!(o.data, vec!["mode=755".to_string()]);
-        assert_eq!(o.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
-        let o = parse_options(&["ro".into(), "rw".into()]);
-        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
-    }
 
     #[test]
     fn symlinks_stay_inside_root() {

@@ -1,16 +1,16 @@
-//! Just enough ELF64 reading for the guest assets: whether the agent can be PID 1 of a bare initrd
-//! (an x86-64 executable without PT_INTERP) and whether the kernel has a PVH entry note.
+//! Reading the guest assets' ELF headers (with the `object` crate): whether the agent can be
+//! PID 1 of a bare initrd (an x86-64 executable without PT_INTERP) and the kernel's PVH entry.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+
+use object::elf::{self, FileHeader64, ProgramHeader64};
+use object::read::elf::{FileHeader as _, ProgramHeader as _};
+use object::read::{ReadCache, ReadRef};
+use object::LittleEndian;
 
 use super::AssetsError;
 
-const PT_INTERP: u32 = 3;
-const PT_NOTE: u32 = 4;
-const ET_EXEC: u16 = 2;
-const EM_X86_64: u16 = 62;
 /// Program headers we are willing to read; real binaries have about a dozen.
 const MAX_PHNUM: u16 = 256;
 /// Largest PT_NOTE segment we read; a vmlinux has a few hundred bytes of notes.
@@ -29,254 +29,193 @@ pub enum Linkage {
     Dynamic,
 }
 
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        b.get(off..off.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
-    ))
-}
-
-/// The parts of one ELF64 program header we use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProgramHeader {
-    p_type: u32,
-    offset: u64,
-    filesz: u64,
-    align: u64,
-}
-
-/// An open x86-64 ELF64 file: its type and program headers.
-#[derive(Debug)]
-struct Elf {
-    file: File,
-    len: u64,
-    e_type: u16,
-    phdrs: Vec<ProgramHeader>,
-}
-
-/// Why a file is not a readable x86-64 ELF64 (or could not be read at all).
-#[derive(Debug)]
-enum ElfError {
-    Open(std::io::Error),
-    Read(std::io::Error),
-    /// No ELF magic (or shorter than an ELF header).
+/// Why a file is not a usable x86-64 ELF executable or PVH-bootable kernel. The messages do not
+/// name the file: callers put it in front.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    /// The file cannot be opened.
+    #[error("cannot open: {0}")]
+    Open(#[source] std::io::Error),
+    /// The file cannot be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// No ELF magic, or shorter than an ELF header.
+    #[error("not an ELF file")]
     NotElf,
-    Invalid(&'static str),
+    /// No ELF magic where a kernel was expected.
+    #[error(
+        "not an ELF file (Hull boots an uncompressed vmlinux, not a bzImage or compressed kernel)"
+    )]
+    NotVmlinux,
+    /// A 32-bit or big-endian ELF.
+    #[error("not a 64-bit little-endian ELF")]
+    NotElf64Le,
+    /// Another architecture.
+    #[error("not an x86-64 binary")]
+    NotX86_64,
+    /// An object file or other ELF without program headers.
+    #[error("no program headers (not an executable)")]
+    NoProgramHeaders,
+    /// A program header table too large or of an unknown entry size.
+    #[error("implausible program header table")]
+    ImplausibleProgramHeaders,
+    /// The program header table ends past the end of the file.
+    #[error("truncated program header table")]
+    TruncatedProgramHeaders,
+    /// Not ET_EXEC (a PIE, shared object, core...).
+    #[error("not an ELF executable (e_type {0}, want {want})", want = elf::ET_EXEC)]
+    NotExecutable(u16),
+    /// No PT_NOTE segment at all.
+    #[error("no PT_NOTE segment, so no PVH entry note; the kernel needs CONFIG_PVH=y")]
+    NoNoteSegment,
+    /// A PT_NOTE segment larger than any real kernel's.
+    #[error("implausible PT_NOTE segment of {0} bytes")]
+    ImplausibleNoteSegment(u64),
+    /// A PT_NOTE segment that ends past the end of the file.
+    #[error("PT_NOTE segment extends past the end of the file")]
+    NoteSegmentPastEnd,
+    /// The notes of a PT_NOTE segment do not parse.
+    #[error("malformed PT_NOTE segment: {0}")]
+    MalformedNotes(#[source] object::read::Error),
+    /// The PVH note's descriptor is not a non-zero 4- or 8-byte address.
+    #[error(
+        "PVH entry note (Xen ELF note type {type_}) has a bad address ({0} bytes)",
+        type_ = XEN_ELFNOTE_PHYS32_ENTRY
+    )]
+    BadPvhEntry(usize),
+    /// Notes, but not the PVH one.
+    #[error(
+        "no PVH entry note (Xen ELF note type {type_}, name \"Xen\"); the kernel needs CONFIG_PVH=y",
+        type_ = XEN_ELFNOTE_PHYS32_ENTRY
+    )]
+    NoPvhNote,
 }
 
-impl ElfError {
-    fn reason(&self) -> String {
-        match self {
-            ElfError::Open(e) => format!("cannot open: {e}"),
-            ElfError::Read(e) => format!("cannot read: {e}"),
-            ElfError::NotElf => "not an ELF file".to_string(),
-            ElfError::Invalid(r) => (*r).to_string(),
-        }
-    }
+type Header = FileHeader64<LittleEndian>;
+type Phdr = ProgramHeader64<LittleEndian>;
+
+/// An open x86-64 ELF64 file: its header and program headers, read on demand through `cache`.
+struct Elf<'a> {
+    data: &'a ReadCache<File>,
+    len: u64,
+    header: &'a Header,
+    phdrs: &'a [Phdr],
 }
 
-/// Read the ELF header and program header table of `path`. Anything but a 64-bit little-endian
-/// x86-64 ELF with a plausible, complete program header table is refused.
-fn open(path: &Path) -> Result<Elf, ElfError> {
-    let mut file = File::open(path).map_err(ElfError::Open)?;
-    let len = file.metadata().map_err(ElfError::Read)?.len();
-    let mut hdr = [0u8; 64];
-    let mut got = 0;
-    while got < hdr.len() {
-        let n = file.read(&mut hdr[got..]).map_err(ElfError::Read)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    if got < hdr.len() || &hdr[..4] != b"\x7fELF" {
+/// Read the ELF header and program header table from `data`. Anything but a 64-bit
+/// little-endian x86-64 ELF with a plausible, complete program header table is refused.
+fn parse(data: &ReadCache<File>) -> Result<Elf<'_>, ElfError> {
+    let len = data.len().map_err(|()| ElfError::NotElf)?;
+    let ident = data.read_bytes_at(0, 6).map_err(|()| ElfError::NotElf)?;
+    if len < 64 || ident[..4] != elf::ELFMAG {
         return Err(ElfError::NotElf);
     }
-    if hdr[4] != 2 || hdr[5] != 1 {
-        return Err(ElfError::Invalid("not a 64-bit little-endian ELF"));
+    if ident[4] != elf::ELFCLASS64 || ident[5] != elf::ELFDATA2LSB {
+        return Err(ElfError::NotElf64Le);
     }
-    let header = |v: Option<u64>| v.ok_or(ElfError::Invalid("truncated ELF header"));
-    if u16_at(&hdr, 0x12) != Some(EM_X86_64) {
-        return Err(ElfError::Invalid("not an x86-64 binary"));
+    let header = Header::parse(data).map_err(|_| ElfError::NotElf)?;
+    if header.e_machine(LittleEndian) != elf::EM_X86_64 {
+        return Err(ElfError::NotX86_64);
     }
-    let e_type = u16_at(&hdr, 0x10).unwrap_or(0);
-    let phoff = header(u64_at(&hdr, 0x20))?;
-    let phentsize = header(u16_at(&hdr, 0x36).map(u64::from))?;
-    let phnum = header(u16_at(&hdr, 0x38).map(u64::from))?;
-    if phnum == 0 {
-        return Err(ElfError::Invalid("no program headers (not an executable)"));
+    let phnum = header.e_phnum(LittleEndian);
+    if header.e_phoff(LittleEndian) == 0 || phnum == 0 {
+        return Err(ElfError::NoProgramHeaders);
     }
-    let implausible = ElfError::Invalid("implausible program header table");
-    if phnum > u64::from(MAX_PHNUM) || !(56..=1024).contains(&phentsize) {
-        return Err(implausible);
+    if phnum > MAX_PHNUM || usize::from(header.e_phentsize(LittleEndian)) != size_of::<Phdr>() {
+        return Err(ElfError::ImplausibleProgramHeaders);
     }
-    // Both factors are bounded above, so neither the product nor the usize conversion can fail.
-    let table_len = phentsize * phnum;
-    let (Ok(len_usize), Ok(entsize)) = (usize::try_from(table_len), usize::try_from(phentsize))
-    else {
-        return Err(implausible);
-    };
-    let truncated = ElfError::Invalid("truncated program header table");
-    if phoff.checked_add(table_len).is_none_or(|end| end > len) {
-        return Err(truncated);
-    }
-    let mut table = vec![0u8; len_usize];
-    file.seek(SeekFrom::Start(phoff)).map_err(ElfError::Read)?;
-    file.read_exact(&mut table).map_err(|_| truncated)?;
-    let phdrs = table
-        .chunks_exact(entsize)
-        .map(|ph| ProgramHeader {
-            // 56 <= entsize, so every field of an ELF64 program header is inside `ph`.
-            p_type: u32_at(ph, 0).unwrap_or(0),
-            offset: u64_at(ph, 0x08).unwrap_or(0),
-            filesz: u64_at(ph, 0x20).unwrap_or(0),
-            align: u64_at(ph, 0x30).unwrap_or(0),
-        })
-        .collect();
+    let phdrs = header
+        .program_headers(LittleEndian, data)
+        .map_err(|_| ElfError::TruncatedProgramHeaders)?;
     Ok(Elf {
-        file,
+        data,
         len,
-        e_type,
+        header,
         phdrs,
     })
+}
+
+fn open(path: &Path) -> Result<ReadCache<File>, ElfError> {
+    File::open(path).map(ReadCache::new).map_err(ElfError::Open)
 }
 
 /// Read the ELF header and program headers of `path` and tell how it is linked.
 /// Anything but a 64-bit little-endian x86-64 executable is an error naming the file.
 pub fn linkage(path: &Path) -> Result<Linkage, AssetsError> {
-    let elf = open(path).map_err(|e| match e {
+    let invalid = |e: ElfError| match e {
         ElfError::Open(e) => AssetsError::io(format!("open {}", path.display()), e),
         ElfError::Read(e) => AssetsError::io(format!("read {}", path.display()), e),
         e => AssetsError::AgentInvalid {
             path: path.to_path_buf(),
-            reason: e.reason(),
+            reason: e,
         },
-    })?;
-    Ok(if elf.phdrs.iter().any(|ph| ph.p_type == PT_INTERP) {
+    };
+    let data = open(path).map_err(invalid)?;
+    let elf = parse(&data).map_err(invalid)?;
+    let interp = elf
+        .phdrs
+        .iter()
+        .any(|ph| ph.p_type(LittleEndian) == elf::PT_INTERP);
+    Ok(if interp {
         Linkage::Dynamic
     } else {
         Linkage::Static
     })
 }
 
-/// One ELF note: (owner name with its NUL, type, descriptor).
-type Note<'a> = (&'a [u8], u32, &'a [u8]);
-
-/// The notes of one PT_NOTE segment, or what is malformed.
-/// Names and descriptors are padded to `align` (4 unless the segment says 8), as the ELF spec says.
-fn parse_notes(seg: &[u8], align: usize) -> Result<Vec<Note<'_>>, &'static str> {
-    let bad = "malformed PT_NOTE segment";
-    let pad = |n: usize| {
-        n.checked_add(align - 1)
-            .map(|v| v & !(align - 1))
-            .ok_or(bad)
-    };
-    let mut notes = Vec::new();
-    let mut pos = 0usize;
-    while pos < seg.len() {
-        let (Some(namesz), Some(descsz), Some(n_type)) =
-            (u32_at(seg, pos), u32_at(seg, pos + 4), u32_at(seg, pos + 8))
-        else {
-            return Err(bad);
-        };
-        let name_start = pos + 12;
-        let name_end = name_start.checked_add(namesz as usize).ok_or(bad)?;
-        let desc_start = pad(name_end)?;
-        let desc_end = desc_start.checked_add(descsz as usize).ok_or(bad)?;
-        let (Some(name), Some(desc)) =
-            (seg.get(name_start..name_end), seg.get(desc_start..desc_end))
-        else {
-            return Err(bad);
-        };
-        notes.push((name, n_type, desc));
-        pos = pad(desc_end)?;
-    }
-    Ok(notes)
-}
-
 /// The PVH entry point of the x86-64 ELF executable at `path`: the descriptor of its
 /// XEN_ELFNOTE_PHYS32_ENTRY note (type 18, owner "Xen") in a PT_NOTE segment, which is what QEMU
 /// looks for to boot an uncompressed vmlinux directly. Errors say what is wrong, without the path.
-pub fn pvh_entry(path: &Path) -> Result<u64, String> {
-    let mut elf = open(path).map_err(|e| match e {
-        ElfError::NotElf => {
-            "not an ELF file (Hull boots an uncompressed vmlinux, not a bzImage or compressed kernel)"
-                .to_string()
-        }
-        e => e.reason(),
+pub fn pvh_entry(path: &Path) -> Result<u64, ElfError> {
+    let data = open(path)?;
+    let elf = parse(&data).map_err(|e| match e {
+        ElfError::NotElf => ElfError::NotVmlinux,
+        e => e,
     })?;
-    if elf.e_type != ET_EXEC {
-        return Err(format!(
-            "not an ELF executable (e_type {}, want {ET_EXEC})",
-            elf.e_type
-        ));
+    let e_type = elf.header.e_type(LittleEndian);
+    if e_type != elf::ET_EXEC {
+        return Err(ElfError::NotExecutable(e_type));
     }
-    let note_segments: Vec<ProgramHeader> = elf
+    let mut note_segments = elf
         .phdrs
         .iter()
-        .copied()
-        .filter(|ph| ph.p_type == PT_NOTE)
-        .collect();
-    if note_segments.is_empty() {
-        return Err(
-            "no PT_NOTE segment, so no PVH entry note; the kernel needs CONFIG_PVH=y".into(),
-        );
+        .filter(|ph| ph.p_type(LittleEndian) == elf::PT_NOTE)
+        .peekable();
+    if note_segments.peek().is_none() {
+        return Err(ElfError::NoNoteSegment);
     }
     for ph in note_segments {
-        if ph.filesz > MAX_NOTE_SEGMENT {
-            return Err(format!(
-                "implausible PT_NOTE segment of {} bytes",
-                ph.filesz
-            ));
+        let (offset, size) = ph.file_range(LittleEndian);
+        if size > MAX_NOTE_SEGMENT {
+            return Err(ElfError::ImplausibleNoteSegment(size));
         }
-        if ph
-            .offset
-            .checked_add(ph.filesz)
-            .is_none_or(|end| end > elf.len)
-        {
-            return Err("PT_NOTE segment extends past the end of the file".into());
+        if offset.checked_add(size).is_none_or(|end| end > elf.len) {
+            return Err(ElfError::NoteSegmentPastEnd);
         }
-        // filesz <= MAX_NOTE_SEGMENT, so this fits.
-        let mut seg = vec![0u8; ph.filesz as usize];
-        elf.file
-            .seek(SeekFrom::Start(ph.offset))
-            .and_then(|_| elf.file.read_exact(&mut seg))
-            .map_err(|e| format!("cannot read PT_NOTE segment: {e}"))?;
-        let align = if ph.align == 8 { 8 } else { 4 };
-        for (name, n_type, desc) in parse_notes(&seg, align)? {
-            if name != XEN_NOTE_NAME || n_type != XEN_ELFNOTE_PHYS32_ENTRY {
+        let mut notes = match ph.notes(LittleEndian, elf.data) {
+            Ok(Some(notes)) => notes,
+            Ok(None) => continue,
+            Err(e) => return Err(ElfError::MalformedNotes(e)),
+        };
+        while let Some(note) = notes.next().map_err(ElfError::MalformedNotes)? {
+            if note.name_bytes() != XEN_NOTE_NAME
+                || note.n_type(LittleEndian) != XEN_ELFNOTE_PHYS32_ENTRY
+            {
                 continue;
             }
-            let entry = match desc.len() {
-                4 => u32_at(desc, 0).map(u64::from),
-                8 => u64_at(desc, 0),
-                _ => None,
+            let desc = note.desc();
+            let entry = match *desc {
+                [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+                [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+                _ => 0,
             };
             return match entry {
-                Some(e) if e != 0 => Ok(e),
-                _ => Err(format!(
-                    "PVH entry note (Xen ELF note type {XEN_ELFNOTE_PHYS32_ENTRY}) has a bad address \
-                     ({} bytes)",
-                    desc.len()
-                )),
+                0 => Err(ElfError::BadPvhEntry(desc.len())),
+                e => Ok(e),
             };
         }
     }
-    Err(format!(
-        "no PVH entry note (Xen ELF note type {XEN_ELFNOTE_PHYS32_ENTRY}, name \"Xen\"); \
-         the kernel needs CONFIG_PVH=y"
-    ))
+    Err(ElfError::NoPvhNote)
 }
 
 /// Accept `path` as the initrd's /init only if it is a static x86-64 ELF executable.
@@ -289,20 +228,30 @@ pub fn require_static(path: &Path) -> Result<(), AssetsError> {
     }
 }
 
+/// One ELF note of a test file: (owner name with its NUL, type, descriptor).
+#[cfg(test)]
+type Note<'a> = (&'a [u8], u32, &'a [u8]);
+
 /// A minimal x86-64 ELF executable for tests: one PT_LOAD and, if `notes` is given, one PT_NOTE
 /// segment (4-byte aligned) holding these `(name, type, descriptor)` notes.
 #[cfg(test)]
 pub(super) fn fake_elf(e_type: u16, notes: Option<&[Note<'_>]>) -> Vec<u8> {
-    let pad4 = |v: &mut Vec<u8>| v.resize(v.len().next_multiple_of(4), 0);
+    fake_elf_aligned(e_type, notes, 4)
+}
+
+/// [`fake_elf`] with the notes padded to `align` (4 or 8) and the PT_NOTE saying so.
+#[cfg(test)]
+fn fake_elf_aligned(e_type: u16, notes: Option<&[Note<'_>]>, align: usize) -> Vec<u8> {
+    let pad = |v: &mut Vec<u8>| v.resize(v.len().next_multiple_of(align), 0);
     let mut seg = Vec::new();
     for (name, n_type, desc) in notes.unwrap_or_default() {
         seg.extend_from_slice(&(name.len() as u32).to_le_bytes());
         seg.extend_from_slice(&(desc.len() as u32).to_le_bytes());
         seg.extend_from_slice(&n_type.to_le_bytes());
         seg.extend_from_slice(name);
-        pad4(&mut seg);
+        pad(&mut seg);
         seg.extend_from_slice(desc);
-        pad4(&mut seg);
+        pad(&mut seg);
     }
     let phnum: u16 = if notes.is_some() { 2 } else { 1 };
     let data_off = 64 + 56 * u64::from(phnum);
@@ -312,7 +261,7 @@ pub(super) fn fake_elf(e_type: u16, notes: Option<&[Note<'_>]>) -> Vec<u8> {
     out[5] = 1; // little-endian
     out[6] = 1; // EV_CURRENT
     out[0x10..0x12].copy_from_slice(&e_type.to_le_bytes());
-    out[0x12..0x14].copy_from_slice(&EM_X86_64.to_le_bytes());
+    out[0x12..0x14].copy_from_slice(&elf::EM_X86_64.to_le_bytes());
     out[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
     out[0x34..0x36].copy_from_slice(&64u16.to_le_bytes());
     out[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
@@ -328,7 +277,7 @@ pub(super) fn fake_elf(e_type: u16, notes: Option<&[Note<'_>]>) -> Vec<u8> {
     };
     out.extend(phdr(1, 0, data_off + seg.len() as u64, 0x1000));
     if notes.is_some() {
-        out.extend(phdr(PT_NOTE, data_off, seg.len() as u64, 4));
+        out.extend(phdr(elf::PT_NOTE, data_off, seg.len() as u64, align as u64));
     }
     out.extend(seg);
     out
@@ -343,7 +292,7 @@ pub(super) fn fake_vmlinux(pvh: bool) -> Vec<u8> {
     if pvh {
         notes.push((b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &entry));
     }
-    fake_elf(ET_EXEC, Some(&notes))
+    fake_elf(elf::ET_EXEC, Some(&notes))
 }
 
 #[cfg(test)]
@@ -362,7 +311,7 @@ mod tests {
         let p = write(dir.path(), "vmlinux", &fake_vmlinux(true));
         assert_eq!(pvh_entry(&p).expect("pvh"), 0x0100_0000);
         let four = fake_elf(
-            ET_EXEC,
+            elf::ET_EXEC,
             Some(&[(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &0x1234u32.to_le_bytes())]),
         );
         let p = write(dir.path(), "four", &four);
@@ -374,16 +323,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cases: [(&str, Vec<u8>, &str); 6] = [
             ("no-note", fake_vmlinux(false), "no PVH entry note"),
-            ("no-pt-note", fake_elf(ET_EXEC, None), "no PT_NOTE segment"),
+            (
+                "no-pt-note",
+                fake_elf(elf::ET_EXEC, None),
+                "no PT_NOTE segment",
+            ),
             (
                 "other-xen-note",
-                fake_elf(ET_EXEC, Some(&[(b"Xen\0", 17, &[1; 8])])),
+                fake_elf(elf::ET_EXEC, Some(&[(b"Xen\0", 17, &[1; 8])])),
                 "no PVH entry note",
             ),
             (
                 "zero-entry",
                 fake_elf(
-                    ET_EXEC,
+                    elf::ET_EXEC,
                     Some(&[(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &[0; 8])]),
                 ),
                 "bad address",
@@ -393,10 +346,12 @@ mod tests {
         ];
         for (name, bytes, want) in cases {
             let p = write(dir.path(), name, &bytes);
-            let msg = pvh_entry(&p).expect_err(name);
+            let msg = pvh_entry(&p).expect_err(name).to_string();
             assert!(msg.contains(want), "{name}: {msg}");
         }
-        let msg = pvh_entry(Path::new("/bin/ls")).expect_err("ls is a PIE");
+        let msg = pvh_entry(Path::new("/bin/ls"))
+            .expect_err("ls is a PIE")
+            .to_string();
         assert!(msg.contains("not an ELF executable"), "{msg}");
     }
 
@@ -413,7 +368,7 @@ mod tests {
         // Every strict prefix fails cleanly: header, program headers or notes cut short.
         for cut in [0, 4, 63, 64, 100, 64 + 112, good.len() - 1] {
             let p = write(dir.path(), "cut", &good[..cut]);
-            let msg = pvh_entry(&p).expect_err("truncated");
+            let msg = pvh_entry(&p).expect_err("truncated").to_string();
             assert!(
                 msg.contains("not an ELF")
                     || msg.contains("truncated")
@@ -428,6 +383,7 @@ mod tests {
         let p = write(dir.path(), "huge", &huge);
         assert!(pvh_entry(&p)
             .expect_err("huge")
+            .to_string()
             .contains("malformed PT_NOTE"));
         // A PT_NOTE segment claiming to be enormous.
         let mut big = good.clone();
@@ -436,6 +392,7 @@ mod tests {
         let p = write(dir.path(), "big", &big);
         assert!(pvh_entry(&p)
             .expect_err("big")
+            .to_string()
             .contains("implausible PT_NOTE"));
         // Program headers that claim to lie beyond the end of the file.
         let mut far = good;
@@ -443,32 +400,53 @@ mod tests {
         let p = write(dir.path(), "far", &far);
         assert!(pvh_entry(&p)
             .expect_err("far")
+            .to_string()
             .contains("truncated program header"));
     }
 
     #[test]
-    fn parse_notes_handles_alignment_and_rejects_overruns() {
-        let mut seg = Vec::new();
-        seg.extend_from_slice(&6u32.to_le_bytes());
-        seg.extend_from_slice(&8u32.to_le_bytes());
-        seg.extend_from_slice(&1u32.to_le_bytes());
-        seg.extend_from_slice(b"LINUX\0");
-        seg.extend_from_slice(&[0; 6]); // the name ends at 18; an 8-aligned descriptor starts at 24
-        seg.extend_from_slice(&7u64.to_le_bytes());
-        let notes = parse_notes(&seg, 8).expect("aligned to 8");
-        assert_eq!(notes, vec![(&b"LINUX\0"[..], 1, &7u64.to_le_bytes()[..])]);
-        // Read with 4-byte padding the same bytes are a different, overrunning note.
-        assert!(parse_notes(&seg, 4).is_err());
-        assert!(parse_notes(&seg[..seg.len() - 1], 8).is_err());
-        assert!(parse_notes(&seg[..5], 4).is_err());
-        assert_eq!(parse_notes(&[], 4).expect("empty"), vec![]);
+    fn notes_are_read_with_the_segments_alignment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // "LINUX\0" ends the name at 18: an 8-aligned descriptor starts at 24, a 4-aligned one
+        // at 20, so only a reader that honours p_align finds the PVH note after it.
+        let entry = 0x0200_0000u64.to_le_bytes();
+        let notes: [Note<'_>; 2] = [
+            (b"LINUX\0", 1, &7u64.to_le_bytes()),
+            (b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &entry),
+        ];
+        let p = write(
+            dir.path(),
+            "aligned8",
+            &fake_elf_aligned(elf::ET_EXEC, Some(&notes), 8),
+        );
+        assert_eq!(pvh_entry(&p).expect("pvh"), 0x0200_0000);
+        let p = write(
+            dir.path(),
+            "aligned4",
+            &fake_elf_aligned(elf::ET_EXEC, Some(&notes), 4),
+        );
+        assert_eq!(pvh_entry(&p).expect("pvh"), 0x0200_0000);
+    }
+
+    #[test]
+    fn non_x86_64_and_32_bit_elves_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut arm = fake_vmlinux(true);
+        arm[0x12..0x14].copy_from_slice(&elf::EM_AARCH64.to_le_bytes());
+        let p = write(dir.path(), "arm", &arm);
+        let msg = pvh_entry(&p).expect_err("arm").to_string();
+        assert!(msg.contains("not an x86-64 binary"), "{msg}");
+        let mut class32 = fake_vmlinux(true);
+        class32[4] = elf::ELFCLASS32;
+        let p = write(dir.path(), "class32", &class32);
+        let msg = pvh_entry(&p).expect_err("32-bit").to_string();
+        assert!(msg.contains("not a 64-bit little-endian ELF"), "{msg}");
     }
 
     #[test]
     fn busybox_static_is_static() {
         let p = Path::new("/bin/busybox");
-        if !p.exists() {
-            eprintln!("skipped: /bin/busybox (busybox-static) not installed");
+        if !super::super::test_support::require_file(p, "busybox-static") {
             return;
         }
         assert_eq!(linkage(p).expect("elf"), Linkage::Static);

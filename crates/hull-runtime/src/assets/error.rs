@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use super::elf::ElfError;
+
 /// Errors from building, locating or verifying the guest kernel and initrd.
 #[derive(Debug, thiserror::Error)]
 pub enum AssetsError {
@@ -52,7 +54,7 @@ pub enum AssetsError {
         /// the agent binary
         path: PathBuf,
         /// what is wrong with it
-        reason: String,
+        reason: ElfError,
     },
     /// The kernel source tarball is missing.
     #[error("kernel source {path} not found; install it with `apt-get install linux-source-6.1`")]
@@ -72,7 +74,7 @@ pub enum AssetsError {
         /// the stripped vmlinux in the build tree
         path: PathBuf,
         /// what is wrong with it
-        reason: String,
+        reason: ElfError,
         /// the full build log
         log: PathBuf,
     },

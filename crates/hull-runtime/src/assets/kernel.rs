@@ -6,6 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::elf::ElfError;
 use super::install::copy_atomic;
 use super::AssetsError;
 
@@ -58,7 +59,7 @@ pub fn log_path(cache_dir: &Path, key: &str) -> PathBuf {
 
 /// Whether `path` is a kernel QEMU can boot through the PVH entry point: an x86-64 ELF
 /// executable with a Xen PHYS32_ENTRY note (type 18, name "Xen"). Errors say what is wrong.
-pub fn check_vmlinux(path: &Path) -> Result<(), String> {
+pub fn check_vmlinux(path: &Path) -> Result<(), ElfError> {
     super::elf::pvh_entry(path).map(|_| ())
 }
 
@@ -281,14 +282,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("k");
         std::fs::write(&p, b"short").expect("write");
-        assert!(check_vmlinux(&p).expect_err("short").contains("not an ELF"));
+        let msg = |p: &Path| check_vmlinux(p).expect_err("refused").to_string();
+        assert!(msg(&p).contains("not an ELF"));
         std::fs::write(&p, super::super::elf::fake_vmlinux(false)).expect("write");
-        assert!(check_vmlinux(&p).expect_err("no note").contains("PVH"));
+        assert!(msg(&p).contains("PVH"));
         std::fs::write(&p, super::super::elf::fake_vmlinux(true)).expect("write");
         check_vmlinux(&p).expect("pvh");
-        assert!(check_vmlinux(&dir.path().join("none"))
-            .expect_err("missing")
-            .contains("cannot open"));
+        assert!(msg(&dir.path().join("none")).contains("cannot open"));
     }
 
     #[test]

@@ -17,8 +17,7 @@ fn cfg(dir: &Path) -> AssetsConfig {
 
 fn static_agent(dir: &Path) -> Option<PathBuf> {
     let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
-        eprintln!("skipped: /bin/busybox (busybox-static) not installed");
+    if !super::test_support::require_file(busybox, "busybox-static") {
         return None;
     }
     let agent = dir.join("hull-agent");

@@ -24,21 +24,31 @@ pub fn verify_initrd(path: &Path) -> Result<(), AssetsError> {
     check_asset("initrd", path, check_newc)
 }
 
-fn check_newc(path: &Path) -> Result<(), String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+/// Why a file is not an initrd Hull can boot.
+#[derive(Debug, thiserror::Error)]
+enum NewcError {
+    #[error("cannot open: {0}")]
+    Open(#[source] std::io::Error),
+    #[error("too short to be a cpio archive")]
+    TooShort,
+    #[error("not an uncompressed cpio newc archive (no \"070701\" magic)")]
+    NoMagic,
+}
+
+fn check_newc(path: &Path) -> Result<(), NewcError> {
+    let mut f = File::open(path).map_err(NewcError::Open)?;
     let mut magic = [0u8; 6];
-    f.read_exact(&mut magic)
-        .map_err(|_| "too short to be a cpio archive".to_string())?;
+    f.read_exact(&mut magic).map_err(|_| NewcError::TooShort)?;
     if &magic != NEWC_MAGIC {
-        return Err("not an uncompressed cpio newc archive (no \"070701\" magic)".to_string());
+        return Err(NewcError::NoMagic);
     }
     Ok(())
 }
 
-fn check_asset(
+fn check_asset<E: std::fmt::Display>(
     what: &'static str,
     path: &Path,
-    check: fn(&Path) -> Result<(), String>,
+    check: fn(&Path) -> Result<(), E>,
 ) -> Result<(), AssetsError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AssetsError::Missing {
@@ -57,7 +67,7 @@ fn check_asset(
         Ok(_) => check(path).map_err(|reason| AssetsError::Invalid {
             what,
             path: path.to_path_buf(),
-            reason,
+            reason: reason.to_string(),
         }),
     }
 }

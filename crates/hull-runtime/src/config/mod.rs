@@ -31,6 +31,37 @@ pub enum ConfigError {
         /// what is wrong, with the key
         message: String,
     },
+    /// The file parses but a value is out of range.
+    #[error("invalid config {path}: {source}")]
+    Value {
+        /// the file
+        path: PathBuf,
+        /// which value and what it must be
+        source: ValueError,
+    },
+}
+
+/// A configuration value that has the right type but is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// `hypervisor.cpus` out of range.
+    #[error("hypervisor.cpus must be 1..=64, not {0}")]
+    Cpus(u32),
+    /// `hypervisor.memory_mib` out of range.
+    #[error("hypervisor.memory_mib must be 64..=65536, not {0}")]
+    MemoryMib(u32),
+    /// `hypervisor.boot_timeout_secs` is zero.
+    #[error("hypervisor.boot_timeout_secs must be > 0")]
+    BootTimeout,
+    /// `shared_fs.cache` is not a virtiofsd cache mode.
+    #[error("shared_fs.cache must be none, auto or always, not {0:?}")]
+    Cache(String),
+    /// `runtime.agent_log_level` is not a log level.
+    #[error("runtime.agent_log_level {0:?} is not a log level")]
+    AgentLogLevel(String),
+    /// `runtime.run_dir` is relative.
+    #[error("runtime.run_dir must be an absolute path")]
+    RunDirNotAbsolute,
 }
 
 /// The whole configuration.
@@ -202,41 +233,37 @@ impl Config {
         let config: Config = toml::Value::Table(merged)
             .try_into()
             .map_err(|e: toml::de::Error| invalid(one_line(&e.to_string())))?;
-        config.validate().map_err(invalid)?;
+        config.validate().map_err(|source| ConfigError::Value {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ValueError> {
         let h = &self.hypervisor;
         if !(1..=64).contains(&h.cpus) {
-            return Err(format!("hypervisor.cpus must be 1..=64, not {}", h.cpus));
+            return Err(ValueError::Cpus(h.cpus));
         }
         if !(64..=65536).contains(&h.memory_mib) {
-            return Err(format!(
-                "hypervisor.memory_mib must be 64..=65536, not {}",
-                h.memory_mib
-            ));
+            return Err(ValueError::MemoryMib(h.memory_mib));
         }
         if h.boot_timeout_secs == 0 {
-            return Err("hypervisor.boot_timeout_secs must be > 0".into());
+            return Err(ValueError::BootTimeout);
         }
         if !matches!(self.shared_fs.cache.as_str(), "none" | "auto" | "always") {
-            return Err(format!(
-                "shared_fs.cache must be none, auto or always, not {:?}",
-                self.shared_fs.cache
-            ));
+            return Err(ValueError::Cache(self.shared_fs.cache.clone()));
         }
         if !matches!(
             self.runtime.agent_log_level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace"
         ) {
-            return Err(format!(
-                "runtime.agent_log_level {:?} is not a log level",
-                self.runtime.agent_log_level
+            return Err(ValueError::AgentLogLevel(
+                self.runtime.agent_log_level.clone(),
             ));
         }
         if !self.runtime.run_dir.is_absolute() {
-            return Err("runtime.run_dir must be an absolute path".into());
+            return Err(ValueError::RunDirNotAbsolute);
         }
         Ok(())
     }
@@ -302,6 +329,33 @@ mod tests {
         ] {
             assert!(Config::from_toml_str(bad, Path::new("t")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn out_of_range_values_are_named_with_the_file() {
+        let e = Config::from_toml_str("[hypervisor]\ncpus = 65", Path::new("/etc/h.toml"))
+            .expect_err("too many cpus");
+        assert!(
+            matches!(
+                &e,
+                ConfigError::Value {
+                    source: ValueError::Cpus(65),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid config /etc/h.toml: hypervisor.cpus must be 1..=64, not 65"
+        );
+        let e = Config::from_toml_str("[runtime]\nrun_dir = \"rel\"", Path::new("t"))
+            .expect_err("relative run_dir");
+        assert!(
+            e.to_string()
+                .ends_with("runtime.run_dir must be an absolute path"),
+            "{e}"
+        );
     }
 
     #[test]

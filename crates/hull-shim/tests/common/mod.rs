@@ -2,7 +2,7 @@
 //! the busybox image, and the check that a test left nothing behind on the host.
 //!
 //! ```ignore
-//! let Some(cd) = PrivateContainerd::start() else { return }; // skips when not root / no containerd
+//! let Some(cd) = PrivateContainerd::start() else { return }; // None only if skipping is allowed
 //! cd.import_busybox();
 //! let id = cd.id("echo");
 //! let out = cd.ctr(&["run", "--rm", "--runtime", HULL_RUNTIME, BUSYBOX, &id, "echo", "hi"]);
@@ -13,12 +13,13 @@
 //!
 //! containerd resolves `--runtime io.containerd.hull.v2` to the binary `containerd-shim-hull-v2`
 //! on its PATH, which starts with `$HULL_SHIM_DIR` if set, else the directory of the shim cargo
-//! built for this test. Env: `HULL_E2E_REQUIRE=1` turns a skip into a failure;
-//! `HULL_TEST_IMAGE` overrides the image archive (default /var/lib/hull/images/busybox.oci.tar).
+//! built for this test. Env: without root, containerd or ctr a test fails, unless
+//! `HULL_TEST_ALLOW_SKIP=1` (see [`require`]) lets it skip; `HULL_TEST_IMAGE` overrides the image archive (default /var/lib/hull/images/busybox.oci.tar).
 #![allow(dead_code)]
 
 pub mod args;
 pub mod host;
+pub mod require;
 pub mod run;
 pub mod setup;
 
@@ -94,23 +95,25 @@ pub struct PrivateContainerd {
 }
 
 impl PrivateContainerd {
-    /// Start one with default options; `None` (after printing why) when the test must skip.
+    /// Start one with default options; see [`start_with`](Self::start_with).
     pub fn start() -> Option<PrivateContainerd> {
         Self::start_with(Options::default())
     }
 
-    /// Start one; `None` (after printing why) when not root or containerd/ctr is missing.
+    /// Start one. Without root, containerd or ctr the test fails, or with
+    /// `HULL_TEST_ALLOW_SKIP=1` this returns `None` (after printing why) and the test returns.
     /// Panics, with the log's tail, when containerd does not come up.
     pub fn start_with(opts: Options) -> Option<PrivateContainerd> {
-        if !nix::unistd::geteuid().is_root() {
-            return skip("not root");
+        if !require::require_root() {
+            return None;
         }
-        let Some(containerd) = setup::which("containerd") else {
-            return skip("containerd not installed");
-        };
-        if setup::which("ctr").is_none() {
-            return skip("ctr not installed");
+        let containerd = setup::which("containerd");
+        if !require::require(containerd.is_some(), "containerd on PATH")
+            || !require::require(setup::which("ctr").is_some(), "ctr on PATH")
+        {
+            return None;
         }
+        let containerd = containerd?;
         let dir = setup::make_private_dir();
         let address = format!("{}/containerd.sock", dir.display());
         let config = dir.join("config.toml");
@@ -319,8 +322,9 @@ impl PrivateContainerd {
 
     /// Stray things that should not exist when no container is running: processes naming this
     /// containerd's directory or a tracked container's run directory (and their descendants,
-    /// and containerd's), mounts under those, run directories, shim sockets, runc state and
-    /// cgroups of tracked ids, and containers still known to containerd.
+    /// and containerd's), mounts under those, run directories, virtiofsd pid files naming them,
+    /// shim sockets, runc state and cgroups of tracked ids, and containers still known to
+    /// containerd.
     pub fn leftovers(&self) -> Vec<String> {
         let mut found = Vec::new();
         if self.child.is_some() {
@@ -348,6 +352,9 @@ impl PrivateContainerd {
                 }
                 if d.exists() {
                     found.push(format!("directory {}", d.display()));
+                }
+                for p in host::virtiofsd_pid_files(&d) {
+                    found.push(format!("virtiofsd pid file {}", p.display()));
                 }
             }
             for p in self.id_paths(id) {
@@ -505,6 +512,9 @@ impl PrivateContainerd {
             for d in self.run_dirs(id) {
                 host::unmount_under(&d);
                 let _ = std::fs::remove_dir_all(&d);
+                for p in host::virtiofsd_pid_files(&d) {
+                    let _ = std::fs::remove_file(p);
+                }
             }
             for p in self.id_paths(id) {
                 // cgroup directories go with rmdir only; the rest are plain files and dirs.
@@ -554,14 +564,6 @@ pub fn busybox_image() -> PathBuf {
         })
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn skip(why: &str) -> Option<PrivateContainerd> {
-    if std::env::var_os("HULL_E2E_REQUIRE").is_some_and(|v| v == "1") {
-        panic!("cannot run containerd tests: {why} (HULL_E2E_REQUIRE=1)");
-    }
-    eprintln!("skipping containerd test: {why}");
-    None
 }
 
 /// sha256 of `s` in hex, by sha256sum (how containerd names shim sockets).

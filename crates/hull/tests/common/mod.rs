@@ -118,10 +118,16 @@ impl Env {
         child
     }
 
-    /// Nothing of this sandbox is left: no run directory, no process naming it.
+    /// Nothing of this sandbox is left: no run directory, no process naming it, no mount, no
+    /// virtiofsd pid file naming it.
     pub fn assert_clean(&self) {
         let dir = self.run_root.join(&self.id);
         assert!(!dir.exists(), "run directory {} left behind", dir.display());
+        let pid_files = virtiofsd_pid_files(&dir);
+        assert!(
+            pid_files.is_empty(),
+            "virtiofsd pid files left behind: {pid_files:?}"
+        );
         let procs = processes_mentioning(&dir.to_string_lossy());
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -131,6 +137,27 @@ impl Env {
             self.id
         );
     }
+}
+
+/// Where the C virtiofsd writes `<socket path with '/' turned into '.'>.pid` when it is given
+/// `--socket-path` (and never removes it).
+pub const VIRTIOFSD_PID_DIR: &str = "/run/virtiofsd";
+
+/// virtiofsd pid files that name a socket at or below `dir` (a sandbox's run directory).
+pub fn virtiofsd_pid_files(dir: &Path) -> Vec<PathBuf> {
+    let mangled = format!(
+        "{}.",
+        dir.to_string_lossy()
+            .trim_end_matches('/')
+            .replace('/', ".")
+    );
+    std::fs::read_dir(VIRTIOFSD_PID_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&mangled))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Pids and command lines of processes whose command line contains `needle`.
