@@ -20,6 +20,8 @@ mod process;
 mod sandbox;
 mod sharedfs;
 pub mod spec;
+#[cfg(test)]
+mod test_support;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod vmm;

@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn refuses_to_remove_mounted_tree() {
-        if !crate::assets::test_support::require_root() {
+        if !crate::test_support::require_root() {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");

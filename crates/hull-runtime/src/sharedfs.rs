@@ -6,6 +6,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::config::{SharedFsConfig, SharedFsKind};
 use crate::daemon::{Daemon, Notify};
@@ -92,7 +93,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::assets::test_support::{require_file, require_root};
+    use crate::test_support::{require_file, require_root};
 
     /// Files virtiofsd left in its pid directory that name `dir`.
     fn pid_files_naming(dir: &Path) -> Vec<PathBuf> {

@@ -290,8 +290,8 @@ impl Pod {
             p.status = Status::Starting;
             Ok((container, p.io.clone(), p.spec.clone()))
         })?;
-        let started = process::open(&io)
-            .map_err(|e| ShimError::InvalidArgument(e.to_string()))
+        let started = process::open_stdio(&io)
+            .map_err(ShimError::from)
             .and_then(|stdio| {
                 match &spec {
                     None => container.start(stdio),

@@ -142,13 +142,6 @@ pub fn open_stdio(io: &IoPaths) -> Result<Stdio, StdioError> {
     })
 }
 
-/// [`open_stdio`] with the error as text, for callers that still wrap a String
-/// (pod.rs: `process::open(&io).map_err(ShimError::InvalidArgument)`); to be removed once they
-/// call `open_stdio(&io)?`, which converts to `ShimError::InvalidArgument` by itself.
-pub fn open(io: &IoPaths) -> Result<Stdio, String> {
-    open_stdio(io).map_err(|e| e.to_string())
-}
-
 fn open_output(path: &Path) -> Result<File, StdioError> {
     let is_fifo = std::fs::metadata(path)
         .map(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))

@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn busybox_static_is_static() {
         let p = Path::new("/bin/busybox");
-        if !super::super::test_support::require_file(p, "busybox-static") {
+        if !crate::test_support::require_file(p, "busybox-static") {
             return;
         }
         assert_eq!(linkage(p).expect("elf"), Linkage::Static);

@@ -10,12 +10,6 @@ mod kernel;
 mod key;
 mod verify;
 
-// The crate's test helpers; declared here only because lib.rs is being refactored elsewhere:
-// belongs in lib.rs as `#[cfg(test)] mod test_support;` (then drop the path and fix the uses).
-#[cfg(test)]
-#[path = "../test_support.rs"]
-pub(crate) mod test_support;
-
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

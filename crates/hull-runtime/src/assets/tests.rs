@@ -17,7 +17,7 @@ fn cfg(dir: &Path) -> AssetsConfig {
 
 fn static_agent(dir: &Path) -> Option<PathBuf> {
     let busybox = Path::new("/bin/busybox");
-    if !super::test_support::require_file(busybox, "busybox-static") {
+    if !crate::test_support::require_file(busybox, "busybox-static") {
         return None;
     }
     let agent = dir.join("hull-agent");

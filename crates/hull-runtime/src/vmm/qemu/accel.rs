@@ -81,17 +81,37 @@ fn decision(accel: Accel, reason: &str) -> AccelDecision {
     }
 }
 
+/// Why KVM cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum KvmUnusable {
+    #[error("/dev/kvm: {0}")]
+    Open(std::io::Error),
+    #[error("KVM_GET_API_VERSION returned {0}")]
+    Api(i32),
+    #[error("create {path}: {source}")]
+    ProbeDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Start(crate::Error),
+    #[error("qemu exited: {0}")]
+    QemuExited(String),
+    #[error("no agent after {0}s")]
+    NoAgent(u64),
+}
+
 /// /dev/kvm opens and speaks the stable API.
-fn kvm_api_usable() -> Result<(), String> {
+fn kvm_api_usable() -> Result<(), KvmUnusable> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .map_err(|e| format!("/dev/kvm: {e}"))?;
+        .map_err(KvmUnusable::Open)?;
     // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an integer.
     let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
     if v != 12 {
-        return Err(format!("KVM_GET_API_VERSION returned {v}"));
+        return Err(KvmUnusable::Api(v));
     }
     Ok(())
 }
@@ -133,7 +153,7 @@ fn write_cache(path: &Path, key: &str, d: &AccelDecision) {
 }
 
 /// Boot the guest under KVM with `hull.probe=1`; Ok when the agent printed its marker.
-fn probe(qemu: &Path, kernel: &Path, initrd: &Path, run_dir: &Path) -> Result<(), String> {
+fn probe(qemu: &Path, kernel: &Path, initrd: &Path, run_dir: &Path) -> Result<(), KvmUnusable> {
     let dir = ProbeDir::new(run_dir)?;
     let console = dir.0.join("console.log");
     let mut cmd = Command::new(qemu);
@@ -154,7 +174,7 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path, run_dir: &Path) -> Result<()
     cmd.arg("-serial")
         .arg(format!("file:{}", console.display()));
     let vm = Daemon::spawn("qemu (kvm probe)", cmd, Some(&dir.0.join("qemu.log")))
-        .map_err(|e| e.to_string())?;
+        .map_err(KvmUnusable::Start)?;
     let marker = hull_protocol::PROBE_OK_MARKER;
     let seen = || {
         std::fs::read_to_string(&console)
@@ -166,9 +186,9 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path, run_dir: &Path) -> Result<()
         Ok(())
     } else if ok {
         let log = std::fs::read_to_string(dir.0.join("qemu.log")).unwrap_or_default();
-        Err(format!("qemu exited: {}", crate::tail_line(&log)))
+        Err(KvmUnusable::QemuExited(crate::tail_line(&log)))
     } else {
-        Err(format!("no agent after {}s", PROBE_TIMEOUT.as_secs()))
+        Err(KvmUnusable::NoAgent(PROBE_TIMEOUT.as_secs()))
     };
     vm.stop(Duration::from_millis(200));
     result
@@ -178,9 +198,12 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path, run_dir: &Path) -> Result<()
 struct ProbeDir(PathBuf);
 
 impl ProbeDir {
-    fn new(run_dir: &Path) -> Result<ProbeDir, String> {
+    fn new(run_dir: &Path) -> Result<ProbeDir, KvmUnusable> {
         let p = run_dir.join(format!(".accel-probe-{}", std::process::id()));
-        std::fs::create_dir_all(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
+        std::fs::create_dir_all(&p).map_err(|source| KvmUnusable::ProbeDir {
+            path: p.clone(),
+            source,
+        })?;
         Ok(ProbeDir(p))
     }
 }
