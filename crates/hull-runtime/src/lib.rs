@@ -6,6 +6,7 @@ pub mod assets;
 pub mod binaries;
 pub mod check;
 pub mod config;
+pub(crate) mod console;
 pub mod container;
 pub mod daemon;
 pub mod error;
