@@ -205,7 +205,8 @@ impl Console {
     }
 
     /// The console file (the older half is this path with ".1" appended).
-    pub(crate) fn file(&self) -> &Path {
+    #[cfg(test)]
+    fn file(&self) -> &Path {
         &self.file
     }
 
