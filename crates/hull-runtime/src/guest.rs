@@ -145,6 +145,12 @@ impl Guest {
         &self.agent
     }
 
+    /// Wait up to `timeout` for the console reader to see the end of the console (the VMM
+    /// exited) and close its file.
+    pub fn console_closed(&self, timeout: Duration) -> bool {
+        self.console.wait_closed(timeout)
+    }
+
     /// The last lines of the guest console.
     pub fn console_tail(&self) -> String {
         self.console.tail(5)

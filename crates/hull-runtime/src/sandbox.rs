@@ -209,6 +209,11 @@ impl Sandbox {
                 healthy.then(|| self.guest.agent_for_shutdown()),
             );
             self.guest.agent_for_shutdown().disconnect();
+            // The VMM is gone, so the console reaches EOF; its reader must be done with its
+            // file before the run directory goes.
+            if !self.guest.console_closed(Duration::from_secs(2)) {
+                tracing::warn!(sandbox = %self.id, "console reader did not see the console end");
+            }
             // Unmounts each container's binds and removes its directory.
             self.guest.containers().clear();
             remove_run_dir(&self.id, &self.run_dir, self.mounts.as_ref());

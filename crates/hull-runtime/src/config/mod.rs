@@ -59,6 +59,9 @@ pub enum ValueError {
     /// `runtime.agent_log_level` is not a log level.
     #[error("runtime.agent_log_level {0:?} is not a log level")]
     AgentLogLevel(String),
+    /// `runtime.console_bound_kib` out of range.
+    #[error("runtime.console_bound_kib must be 4..=65536, not {0}")]
+    ConsoleBound(u32),
     /// `runtime.run_dir` is relative.
     #[error("runtime.run_dir must be an absolute path")]
     RunDirNotAbsolute,
@@ -191,6 +194,15 @@ pub struct RuntimeConfig {
     pub run_dir: PathBuf,
     /// Agent log level.
     pub agent_log_level: String,
+    /// KiB of guest console kept (in memory, and as much again at most on disk).
+    pub console_bound_kib: u32,
+}
+
+impl RuntimeConfig {
+    /// Bytes of guest console kept: `console_bound_kib` in bytes.
+    pub fn console_bound(&self) -> usize {
+        self.console_bound_kib as usize * 1024
+    }
 }
 
 impl Config {
@@ -262,6 +274,9 @@ impl Config {
                 self.runtime.agent_log_level.clone(),
             ));
         }
+        if !(4..=65536).contains(&self.runtime.console_bound_kib) {
+            return Err(ValueError::ConsoleBound(self.runtime.console_bound_kib));
+        }
         if !self.runtime.run_dir.is_absolute() {
             return Err(ValueError::RunDirNotAbsolute);
         }
@@ -299,6 +314,8 @@ mod tests {
         let c = Config::defaults();
         assert_eq!(c.hypervisor.accel, AccelChoice::Auto);
         assert_eq!(c.shared_fs.kind, SharedFsKind::VirtioFs);
+        assert_eq!(c.runtime.console_bound_kib, 1024);
+        assert_eq!(c.runtime.console_bound(), 1 << 20);
     }
 
     #[test]
@@ -325,6 +342,9 @@ mod tests {
             "[hypervisor]\naccel = \"xen\"",
             "[shared_fs]\nkind = \"nfs\"",
             "[hypervisor]\nmemory_mib = \"lots\"",
+            "[runtime]\nconsole_bound_kib = 0",
+            "[runtime]\nconsole_bound_kib = 3",
+            "[runtime]\nconsole_bound_kib = 65537",
             "not toml at all [",
         ] {
             assert!(Config::from_toml_str(bad, Path::new("t")).is_err(), "{bad}");
