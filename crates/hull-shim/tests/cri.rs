@@ -83,3 +83,38 @@ fn cri_runc_exec_stream() {
 fn cri_runc_logs_and_exit_status() {
     with_env(|env| scenarios::logs_and_exit_status(env, RUNC));
 }
+
+/// The leak check works: a pod left running is reported at teardown, and teardown still
+/// removes it, its network namespace and its processes.
+#[test]
+fn cri_harness_reports_and_removes_a_pod_left_running() {
+    let Some(env) = CriEnv::start() else {
+        return;
+    };
+    env.pull_busybox();
+    let cfg = cri_common::spec::pod("left", &env.log_dir());
+    let pod = scenarios::run_pod(&env, cfg, RUNC);
+    let c = scenarios::start(
+        &env,
+        &pod,
+        &cri_common::spec::container("c", cri_common::spec::SLEEPER),
+    );
+    let netns = env.pod_netns(&pod.id).expect("the pod's netns path");
+    assert!(netns.exists());
+    let left = env.stop();
+    assert!(
+        left.iter().any(|l| l.contains(&pod.id)) && left.iter().any(|l| l.contains(&c)),
+        "pod and container not reported: {left:?}"
+    );
+    assert!(!netns.exists(), "{} survived teardown", netns.display());
+    let procs: Vec<String> = common::host::processes()
+        .iter()
+        .filter(|p| p.args.iter().any(|a| a.contains(&pod.id)))
+        .map(common::host::Proc::describe)
+        .collect();
+    assert_eq!(
+        procs,
+        Vec::<String>::new(),
+        "processes of the pod survived teardown"
+    );
+}
