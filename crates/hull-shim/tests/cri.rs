@@ -80,6 +80,16 @@ fn cri_runc_exec_stream() {
 }
 
 #[test]
+fn cri_runc_exec_tty() {
+    with_env(|env| scenarios::exec_tty(env, RUNC));
+}
+
+#[test]
+fn cri_runc_attach() {
+    with_env(|env| scenarios::attach(env, RUNC));
+}
+
+#[test]
 fn cri_runc_logs_and_exit_status() {
     with_env(|env| scenarios::logs_and_exit_status(env, RUNC));
 }

@@ -59,6 +59,16 @@ fn cri_hull_exec_stream() {
 }
 
 #[test]
+fn cri_hull_exec_tty() {
+    with_env(|env| scenarios::exec_tty(env, HULL));
+}
+
+#[test]
+fn cri_hull_attach() {
+    with_env(|env| scenarios::attach(env, HULL));
+}
+
+#[test]
 fn cri_hull_logs_and_exit_status() {
     with_env(|env| scenarios::logs_and_exit_status(env, HULL));
 }

@@ -296,6 +296,20 @@ impl Cri {
             .map(|r| r.url)
     }
 
+    /// Attach: the streaming URL for container `id`'s stdio.
+    pub fn attach_url(&self, id: &str, stdin: bool, tty: bool) -> CriResult<String> {
+        let mut c = self.runtime();
+        let req = cri::AttachRequest {
+            container_id: id.to_string(),
+            stdin,
+            tty,
+            stdout: true,
+            stderr: !tty,
+        };
+        self.call("Attach", CALL_TIMEOUT, async move { c.attach(req).await })
+            .map(|r| r.url)
+    }
+
     /// PortForward: the streaming URL for `ports` of pod `pod`.
     pub fn port_forward_url(&self, pod: &str, ports: &[i32]) -> CriResult<String> {
         let mut c = self.runtime();

@@ -465,3 +465,63 @@ pub fn logs_and_exit_status(env: &CriEnv, handler: &str) {
         .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
     remove_pod(env, &pod);
 }
+
+/// Exec with a TTY: the process sees a terminal, output comes back on stdout with CRLF.
+/// (The command lingers a second: containerd 1.6 with runc loses the whole output of a TTY exec
+/// whose process exits at once; seen here: empty stdout with status Success.)
+pub fn exec_tty(env: &CriEnv, handler: &str) {
+    env.pull_busybox();
+    let pod = run_pod(env, spec::pod("tty", &env.log_dir()), handler);
+    let c = start(env, &pod, &spec::container("main", spec::SLEEPER));
+    let url = env
+        .cri()
+        .exec_url(
+            &c,
+            &["sh", "-c", "tty; test -t 1 && echo is-a-tty; sleep 1"],
+            false,
+            true,
+        )
+        .unwrap_or_else(|e| panic!("Exec: {e}"));
+    let out = env
+        .cri()
+        .block_on(stream::exec(&url, None, Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{handler}: tty exec stream: {e}"));
+    let text = out.stdout_text();
+    assert!(text.starts_with("/dev/pts/"), "{handler}: {out:?}");
+    assert!(text.contains("is-a-tty\r\n"), "{handler}: {out:?}");
+    assert_eq!(out.exit_code(), Some(0), "{handler}: status {}", out.status);
+    stop_remove(env, &c, 10);
+    remove_pod(env, &pod);
+}
+
+/// Attach to a container started with stdin: what is sent reaches its stdin, its output comes
+/// back, and the stream ends when it exits.
+pub fn attach(env: &CriEnv, handler: &str) {
+    env.pull_busybox();
+    let pod = run_pod(env, spec::pod("attach", &env.log_dir()), handler);
+    let mut cfg = spec::container("main", &["sh", "-c", "read line; echo \"attached $line\""]);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let c = start(env, &pod, &cfg);
+    let url = env
+        .cri()
+        .attach_url(&c, true, false)
+        .unwrap_or_else(|e| panic!("Attach: {e}"));
+    let out = env
+        .cri()
+        .block_on(stream::exec(&url, Some(b"hi\n"), Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{handler}: attach stream: {e}"));
+    assert_eq!(out.stdout_text(), "attached hi\n", "{handler}: {out:?}");
+    let st = retry(Duration::from_secs(30), || {
+        let st = env.cri().container_status(&c).map_err(|e| e.to_string())?;
+        (st.state == cri::ContainerState::ContainerExited as i32)
+            .then_some(st.clone())
+            .ok_or(format!("still {st:?}"))
+    })
+    .unwrap_or_else(|e| panic!("{handler}: attached container did not exit: {e}"));
+    assert_eq!(st.exit_code, 0, "{handler}: {st:?}");
+    env.cri()
+        .remove_container(&c)
+        .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
+    remove_pod(env, &pod);
+}

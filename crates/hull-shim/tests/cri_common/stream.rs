@@ -89,8 +89,8 @@ fn framed(channel: u8, data: &[u8]) -> Message {
     Message::binary(v)
 }
 
-/// Run the exec behind `url` (from Exec), sending `stdin` first if given, and collect output
-/// until the server closes the stream or `timeout` passes.
+/// Run the exec (or attach) behind `url` (from Exec or Attach), sending `stdin` first if given,
+/// and collect output until the server closes the stream or `timeout` passes.
 pub async fn exec(
     url: &str,
     stdin: Option<&[u8]>,
