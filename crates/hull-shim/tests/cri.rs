@@ -1,7 +1,8 @@
 //! End to end through containerd's CRI, as kubelet drives it: a private containerd with the CRI
 //! plugin, CNI, a local registry and a locally built pause image (tests/cri_common), driven over
 //! gRPC with k8s-cri. runc proves the harness and each pod feature; hull runs the subset that
-//! works today, side by side with runc. The hull variants of the pod features issue 8 still has
+//! works today (lifecycle side by side with runc, two containers on localhost, exec with and
+//! without a TTY, attach, logs and exit status). The hull variants of the pod features issue 8 still has
 //! to deliver are in tests/cri_pods_pending.rs (not run by `cargo test`; name it to run it).
 //!
 //! Needs root, containerd, runc, CNI plugins in /usr/lib/cni, docker-registry, skopeo and
@@ -92,6 +93,33 @@ fn cri_runc_attach() {
 #[test]
 fn cri_runc_logs_and_exit_status() {
     with_env(|env| scenarios::logs_and_exit_status(env, RUNC));
+}
+
+// hull: the pod features that work today (the rest are in cri_pods_pending.rs).
+
+#[test]
+fn cri_hull_containers_share_localhost() {
+    with_env(|env| scenarios::localhost_between_containers(env, HULL));
+}
+
+#[test]
+fn cri_hull_exec_stream() {
+    with_env(|env| scenarios::exec_stream(env, HULL));
+}
+
+#[test]
+fn cri_hull_attach() {
+    with_env(|env| scenarios::attach(env, HULL));
+}
+
+#[test]
+fn cri_hull_logs_and_exit_status() {
+    with_env(|env| scenarios::logs_and_exit_status(env, HULL));
+}
+
+#[test]
+fn cri_hull_exec_tty() {
+    with_env(|env| scenarios::exec_tty(env, HULL));
 }
 
 /// The leak check works: a pod left running is reported at teardown, and teardown still

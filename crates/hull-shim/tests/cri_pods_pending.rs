@@ -29,11 +29,6 @@ fn cri_hull_pod_ip_reachable_from_host() {
 }
 
 #[test]
-fn cri_hull_containers_share_localhost() {
-    with_env(|env| scenarios::localhost_between_containers(env, HULL));
-}
-
-#[test]
 fn cri_hull_hostname_hosts_resolv_conf() {
     with_env(|env| scenarios::hostname_hosts_resolv(env, HULL));
 }
@@ -51,24 +46,4 @@ fn cri_hull_stop_grace_period() {
 #[test]
 fn cri_hull_port_forward() {
     with_env(|env| scenarios::port_forward(env, HULL));
-}
-
-#[test]
-fn cri_hull_exec_stream() {
-    with_env(|env| scenarios::exec_stream(env, HULL));
-}
-
-#[test]
-fn cri_hull_exec_tty() {
-    with_env(|env| scenarios::exec_tty(env, HULL));
-}
-
-#[test]
-fn cri_hull_attach() {
-    with_env(|env| scenarios::attach(env, HULL));
-}
-
-#[test]
-fn cri_hull_logs_and_exit_status() {
-    with_env(|env| scenarios::logs_and_exit_status(env, HULL));
 }

@@ -107,6 +107,7 @@ pub struct PrivateContainerd {
     paths: Mutex<BTreeSet<PathBuf>>,
     run_roots: Vec<PathBuf>,
     torn_down: bool,
+    keep_log: bool,
 }
 
 impl PrivateContainerd {
@@ -160,6 +161,7 @@ impl PrivateContainerd {
                 .chain(opts.run_roots.iter().cloned())
                 .collect(),
             torn_down: false,
+            keep_log: false,
         };
         cd.wait_ready();
         cd
@@ -477,6 +479,20 @@ impl PrivateContainerd {
         self.teardown()
     }
 
+    /// Like [`stop`](Self::stop), but containerd's log file stays (alone in the private
+    /// directory, which the caller then removes), for a failed test to keep.
+    pub fn stop_keeping_log(mut self) -> Vec<String> {
+        self.keep_log = true;
+        let mut report = self.teardown();
+        let only_log = std::fs::read_dir(&self.dir)
+            .map(|d| d.flatten().all(|e| e.path() == self.log))
+            .unwrap_or(true);
+        if !only_log {
+            report.push(format!("cannot remove {}", self.dir.display()));
+        }
+        report
+    }
+
     fn teardown(&mut self) -> Vec<String> {
         if self.torn_down {
             return Vec::new();
@@ -534,7 +550,7 @@ impl PrivateContainerd {
         }
         // 4. ...removed by force so the next test starts clean.
         self.force_clean();
-        if self.dir.exists() {
+        if self.dir.exists() && !self.keep_log {
             report.push(format!("cannot remove {}", self.dir.display()));
         }
         report
@@ -572,7 +588,21 @@ impl PrivateContainerd {
             let _ = std::fs::remove_file(&p);
         }
         host::unmount_under(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.keep_log {
+            for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p == self.log {
+                    continue;
+                }
+                let _ = if p.is_dir() && !p.is_symlink() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

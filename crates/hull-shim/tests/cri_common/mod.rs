@@ -249,11 +249,35 @@ impl CriEnv {
         }
         self.registry.stop();
         if let Some(cd) = self.cd.take() {
-            report.extend(cd.stop());
+            let log = cd.log_path().to_path_buf();
+            let failed = std::thread::panicking();
+            let mut left = cd.stop_keeping_log();
+            if failed || !left.is_empty() || !report.is_empty() {
+                match keep_log(&log) {
+                    Some(kept) => {
+                        eprintln!("cri harness: containerd log kept in {}", kept.display())
+                    }
+                    None => left.push(format!("cannot keep {}", log.display())),
+                }
+            }
+            let _ = std::fs::remove_file(&log);
+            let _ = std::fs::remove_dir(log.parent().unwrap_or(&log));
+            report.extend(left);
         }
         report.extend(self.net.leftover_rules());
         report
     }
+}
+
+/// Copy a failed test's containerd log (with the shims' logs in it) to
+/// `$CARGO_TARGET_TMPDIR/cri-logs/<private dir name>.log`, outside the directory teardown removes.
+fn keep_log(log: &Path) -> Option<PathBuf> {
+    let name = log.parent()?.file_name()?.to_string_lossy().into_owned();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cri-logs");
+    std::fs::create_dir_all(&dir).ok()?;
+    let kept = dir.join(format!("{name}.log"));
+    std::fs::copy(log, &kept).ok()?;
+    Some(kept)
 }
 
 /// Removes its directory when dropped, unless disarmed (`.0 = None`).

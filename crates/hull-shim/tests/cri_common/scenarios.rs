@@ -99,6 +99,15 @@ pub fn stop_remove(env: &CriEnv, id: &str, grace_s: i64) -> (i32, Duration) {
     (st.exit_code, took)
 }
 
+/// [`stop_remove`] of a container that exits 0 on SIGTERM: asserts that exit code.
+pub fn stop_remove_ok(env: &CriEnv, id: &str) {
+    let (code, took) = stop_remove(env, id, 10);
+    assert_eq!(
+        code, 0,
+        "exit code of {id} stopped with SIGTERM (after {took:.2?})"
+    );
+}
+
 /// StopPodSandbox + RemovePodSandbox.
 pub fn remove_pod(env: &CriEnv, pod: &Pod) {
     let t = Instant::now();
@@ -224,7 +233,7 @@ pub fn pod_ip_from_host(env: &CriEnv, handler: &str) {
     })
     .unwrap_or_else(|e| panic!("{handler}: host -> pod {addr}: {e}"));
     assert!(body.starts_with("HTTP/1."), "{body}");
-    stop_remove(env, &web, 10);
+    stop_remove_ok(env, &web);
     remove_pod(env, &pod);
 }
 
@@ -237,8 +246,8 @@ pub fn localhost_between_containers(env: &CriEnv, handler: &str) {
     let got = retry(SERVE_TIMEOUT, || localhost_get(env, &client))
         .unwrap_or_else(|e| panic!("{handler}: client -> localhost:{PORT}: {e}"));
     assert!(got.contains("hello-from-web"), "{got}");
-    stop_remove(env, &client, 10);
-    stop_remove(env, &web, 10);
+    // StopPodSandbox stops both containers (stopping one by one is what
+    // container_restart_in_running_pod is about).
     remove_pod(env, &pod);
 }
 
@@ -258,11 +267,16 @@ pub fn hostname_hosts_resolv(env: &CriEnv, handler: &str) {
     });
     let pod = run_pod(env, cfg, handler);
     let c = start(env, &pod, &spec::container("main", spec::SLEEPER));
-    assert_eq!(exec_ok(env, &c, &["hostname"]).trim(), "hull-dns-pod");
-    assert_eq!(
-        exec_ok(env, &c, &["cat", "/etc/hostname"]).trim(),
-        "hull-dns-pod"
-    );
+    // Every mismatch is collected, so one run shows all that is missing.
+    let mut wrong = Vec::new();
+    let hostname = exec_ok(env, &c, &["hostname"]);
+    if hostname.trim() != "hull-dns-pod" {
+        wrong.push(format!("hostname is {hostname:?}"));
+    }
+    let file = exec_ok(env, &c, &["cat", "/etc/hostname"]);
+    if file.trim() != "hull-dns-pod" {
+        wrong.push(format!("/etc/hostname is {file:?}"));
+    }
     let resolv = exec_ok(env, &c, &["cat", "/etc/resolv.conf"]);
     for want in [
         "nameserver 10.96.0.10",
@@ -270,18 +284,19 @@ pub fn hostname_hosts_resolv(env: &CriEnv, handler: &str) {
         "search hull-test.svc.cluster.local svc.cluster.local",
         "options ndots:5 timeout:2",
     ] {
-        assert!(
-            resolv.lines().any(|l| l.trim() == want),
-            "{handler}: no {want:?} in resolv.conf:\n{resolv}"
-        );
+        if !resolv.lines().any(|l| l.trim() == want) {
+            wrong.push(format!("no {want:?} in /etc/resolv.conf {resolv:?}"));
+        }
     }
     let hosts = exec_ok(env, &c, &["cat", "/etc/hosts"]);
     let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    assert_eq!(
-        hosts, host_hosts,
-        "{handler}: /etc/hosts is not containerd's copy of the host's"
-    );
-    stop_remove(env, &c, 10);
+    if hosts != host_hosts {
+        wrong.push(format!(
+            "/etc/hosts is {hosts:?}, not containerd's copy of the host's {host_hosts:?}"
+        ));
+    }
+    assert_eq!(wrong, Vec::<String>::new(), "{handler}");
+    stop_remove_ok(env, &c);
     remove_pod(env, &pod);
 }
 
@@ -320,8 +335,8 @@ pub fn container_restart_in_running_pod(env: &CriEnv, handler: &str) {
     );
     let got = fetch(&side2).unwrap_or_else(|e| panic!("{handler}: recreated side -> web: {e}"));
     assert!(got.contains("hello-from-web"), "{got}");
-    stop_remove(env, &side2, 10);
-    stop_remove(env, &web, 10);
+    stop_remove_ok(env, &side2);
+    stop_remove_ok(env, &web);
     remove_pod(env, &pod);
 }
 
@@ -389,7 +404,7 @@ pub fn port_forward(env: &CriEnv, handler: &str) {
     })
     .unwrap_or_else(|e| panic!("{handler}: port-forward to {PORT}: {e}"));
     assert!(got.starts_with("HTTP/1."), "{got}");
-    stop_remove(env, &web, 10);
+    stop_remove_ok(env, &web);
     remove_pod(env, &pod);
 }
 
@@ -419,7 +434,7 @@ pub fn exec_stream(env: &CriEnv, handler: &str) {
     assert_eq!(out.stdout_text(), "got hello\n", "{handler}: {out:?}");
     assert_eq!(out.stderr_text(), "oops\n", "{handler}: {out:?}");
     assert_eq!(out.exit_code(), Some(3), "{handler}: status {}", out.status);
-    stop_remove(env, &c, 10);
+    stop_remove_ok(env, &c);
     remove_pod(env, &pod);
 }
 
@@ -466,9 +481,10 @@ pub fn logs_and_exit_status(env: &CriEnv, handler: &str) {
     remove_pod(env, &pod);
 }
 
-/// Exec with a TTY: the process sees a terminal, output comes back on stdout with CRLF.
-/// (The command lingers a second: containerd 1.6 with runc loses the whole output of a TTY exec
-/// whose process exits at once; seen here: empty stdout with status Success.)
+/// Exec with a TTY and stdin (as `kubectl exec -it`): the process sees a terminal, output comes
+/// back on stdout with CRLF. (Without stdin containerd 1.6.20 loses a TTY exec's whole output,
+/// with runc too: "Failed to pipe \"stdout\" for container exec ...: read /proc/self/fd/N: file
+/// already closed" right after "stdin closed".)
 pub fn exec_tty(env: &CriEnv, handler: &str) {
     env.pull_busybox();
     let pod = run_pod(env, spec::pod("tty", &env.log_dir()), handler);
@@ -477,8 +493,8 @@ pub fn exec_tty(env: &CriEnv, handler: &str) {
         .cri()
         .exec_url(
             &c,
-            &["sh", "-c", "tty; test -t 1 && echo is-a-tty; sleep 1"],
-            false,
+            &["sh", "-c", "tty; test -t 1 && echo is-a-tty"],
+            true,
             true,
         )
         .unwrap_or_else(|e| panic!("Exec: {e}"));
@@ -490,7 +506,7 @@ pub fn exec_tty(env: &CriEnv, handler: &str) {
     assert!(text.starts_with("/dev/pts/"), "{handler}: {out:?}");
     assert!(text.contains("is-a-tty\r\n"), "{handler}: {out:?}");
     assert_eq!(out.exit_code(), Some(0), "{handler}: status {}", out.status);
-    stop_remove(env, &c, 10);
+    stop_remove_ok(env, &c);
     remove_pod(env, &pod);
 }
 
