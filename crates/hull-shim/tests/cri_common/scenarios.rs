@@ -246,6 +246,11 @@ pub fn localhost_between_containers(env: &CriEnv, handler: &str) {
     let got = retry(SERVE_TIMEOUT, || localhost_get(env, &client))
         .unwrap_or_else(|e| panic!("{handler}: client -> localhost:{PORT}: {e}"));
     assert!(got.contains("hello-from-web"), "{got}");
+    assert_eq!(
+        state(env, &web),
+        cri::ContainerState::ContainerRunning,
+        "{handler}: web"
+    );
     // StopPodSandbox stops both containers (stopping one by one is what
     // container_restart_in_running_pod is about).
     remove_pod(env, &pod);
