@@ -3,7 +3,12 @@
 # one layer (the tree scripts/make-rootfs.sh makes: busybox, its applet symlinks, /etc/passwd,
 # /etc/group, /tmp, /root), Cmd ["sh"].
 #
-# usage: make-image.sh [OUT_TAR]      (default /var/lib/hull/images/busybox.oci.tar)
+# usage: make-image.sh [OUT_TAR]            (default /var/lib/hull/images/busybox.oci.tar)
+#        make-image.sh --pause [OUT_TAR]    (default /var/lib/hull/images/pause.oci.tar)
+#
+# --pause builds the pod sandbox ("pause") image CRI needs, docker.io/hull/pause:latest: the same
+# layer, with an Entrypoint that sleeps until SIGTERM or SIGINT and then exits 0 (busybox sh as
+# PID 1 with a trap; PID 1 ignores signals it has no handler for).
 #
 # The archive is an OCI image layout (oci-layout, index.json, blobs/sha256/...) whose manifest is
 # annotated io.containerd.image.name=docker.io/library/busybox:latest (the name containerd 1.6
@@ -26,11 +31,26 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/errors.sh
 . "$repo/scripts/lib/errors.sh"
 
-[[ $# -le 1 ]] || die "usage: $0 [OUT_TAR]"
-out=${1:-/var/lib/hull/images/busybox.oci.tar}
+kind=busybox
+if [[ ${1:-} == --pause ]]; then
+    kind=pause
+    shift
+fi
+[[ $# -le 1 ]] || die "usage: $0 [--pause] [OUT_TAR]"
 busybox=${BUSYBOX:-/bin/busybox}
-name=docker.io/library/busybox:latest
 tag=latest
+if [[ $kind == pause ]]; then
+    out=${1:-/var/lib/hull/images/pause.oci.tar}
+    name=docker.io/hull/pause:latest
+    # JSON of the image config's Entrypoint (no quotes or backslashes inside the shell text).
+    entrypoint='"Entrypoint":["/bin/sh","-c","trap '"'"'exit 0'"'"' TERM INT; sleep 2147483647 & wait"],'
+    cmd='"Cmd":[]'
+else
+    out=${1:-/var/lib/hull/images/busybox.oci.tar}
+    name=docker.io/library/busybox:latest
+    entrypoint=''
+    cmd='"Cmd":["sh"]'
+fi
 epoch=0 # every mtime in the image, and its "created" time
 created=1970-01-01T00:00:00Z
 
@@ -46,7 +66,7 @@ mkdir -p "$outdir" 2>/dev/null || die "cannot create $outdir"
 # Inputs that decide the result; the stamp records them.
 self=$(cat "${BASH_SOURCE[0]}" "$repo/scripts/make-rootfs.sh" | sha256sum | cut -d' ' -f1)
 bb=$(sha256sum <"$busybox" | cut -d' ' -f1)
-inputs="busybox=$bb scripts=$self"
+inputs="kind=$kind busybox=$bb scripts=$self"
 
 # Concurrent builds (parallel test processes) take turns on a lock of the output directory.
 exec 9<"$outdir" || die "cannot open $outdir"
@@ -103,7 +123,7 @@ layer=$blob_digest layer_size=$blob_size
 # 3. Config, manifest, index (compact JSON written by hand: fixed key order, no tools needed).
 path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 printf '%s' "{\"architecture\":\"amd64\",\"os\":\"linux\",\"created\":\"$created\"," \
-    "\"config\":{\"Env\":[\"PATH=$path\"],\"Cmd\":[\"sh\"],\"WorkingDir\":\"/\"}," \
+    "\"config\":{\"Env\":[\"PATH=$path\"],$entrypoint$cmd,\"WorkingDir\":\"/\"}," \
     "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$diff_id\"]}," \
     "\"history\":[{\"created\":\"$created\",\"created_by\":\"hull scripts/make-image.sh (busybox-static)\"}]}" \
     >"$work/config.json"

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Install everything Hull needs on a Debian 12 machine (as root), build and install Hull,
-# build the guest kernel + initrd, make a busybox rootfs, and run a demo VM (unless --no-demo).
+# build the guest kernel + initrd, make a busybox rootfs and the busybox and pause images,
+# configure containerd's CRI plugin for the `hull` handler (scripts/setup-cri.sh), start
+# containerd when nothing runs it, and run a demo VM (unless --no-demo).
 # Idempotent: a second run skips what is already there. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
 usage() {
     cat <<USAGE
-usage: $0 [--no-demo]
-  --no-demo   stop after installing (do not boot the demo VM)
+usage: $0 [--no-demo] [--start-containerd]
+  --no-demo            stop after installing (no demo VM); containerd is configured but not
+                       started (CI: the tests start private containerds of their own)
+  --start-containerd   start containerd when nothing runs it, even with --no-demo
 USAGE
 }
 
 demo=1
+start_containerd=
 for arg in "$@"; do
     case $arg in
         --no-demo) demo=0 ;;
+        --start-containerd) start_containerd=1 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
@@ -52,8 +58,9 @@ fi
 packages=(
     qemu-system-x86 busybox-static linux-source-6.1
     build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils musl-tools
-    iproute2 containerd runc containernetworking-plugins
+    iproute2 iptables containerd runc containernetworking-plugins
     libseccomp-dev libcap-ng-dev hyperfine kmod file pkg-config
+    protobuf-compiler docker-registry skopeo
 )
 step "apt packages"
 missing=()
@@ -115,30 +122,13 @@ step "busybox rootfs in $rootfs"
 step "busybox OCI image (from busybox-static) in $image"
 "$repo/scripts/make-image.sh" "$image"
 
-step "containerd: register the hull runtime, import the image"
-containerd_config=/etc/containerd/config.toml
-if [[ ! -e $containerd_config ]]; then
-    install -D -m 0644 "$repo/scripts/containerd-config.toml" "$containerd_config"
-    echo "    wrote $containerd_config (runtime io.containerd.hull.v2 registered for CRI)"
-elif grep -q 'io.containerd.hull.v2' "$containerd_config"; then
-    echo "    $containerd_config already registers io.containerd.hull.v2"
-elif grep -q '^version = 2' "$containerd_config"; then
-    {
-        echo ""
-        echo "# Added by hull's scripts/setup.sh: the hull runtime for CRI clients."
-        grep -v '^#' "$repo/scripts/containerd-config.toml" | grep -v '^version' | sed '/^$/d'
-    } >>"$containerd_config"
-    echo "    registered io.containerd.hull.v2 in $containerd_config (restart containerd to load it)"
-else
-    echo "    $containerd_config is not a version 2 config and was left alone; add the runtime from scripts/containerd-config.toml"
-fi
+step "containerd: CRI plugin for hull, CNI, pause image; start containerd if needed"
+cri_args=()
+[[ -n $start_containerd ]] || ((demo)) || cri_args+=(--no-start)
+"$repo/scripts/setup-cri.sh" "${cri_args[@]}"
 containerd_up=0
 if [[ -S /run/containerd/containerd.sock ]] && timeout 5 ctr version >/dev/null 2>&1; then
     containerd_up=1
-    ctr images import --all-platforms "$image" >/dev/null
-    echo "    imported docker.io/library/busybox:latest into the running containerd"
-else
-    echo "    containerd is not running here; import later with: ctr images import $image"
 fi
 
 if ((demo)); then

@@ -15,6 +15,11 @@
 //! on its PATH, which starts with `$HULL_SHIM_DIR` if set, else the directory of the shim cargo
 //! built for this test. Env: without root, containerd or ctr a test fails, unless
 //! `HULL_TEST_ALLOW_SKIP=1` (see [`require`]) lets it skip; `HULL_TEST_IMAGE` overrides the image archive (default /var/lib/hull/images/busybox.oci.tar).
+//!
+//! The CRI suite (tests/cri_common) starts its containerd through [`Options::cri`] and
+//! [`PrivateContainerd::start_in`], and tracks ids of its namespace (`k8s.io`) with
+//! [`PrivateContainerd::track_id_in`] and host paths such as pod netns with
+//! [`PrivateContainerd::track_path`].
 #![allow(dead_code)]
 
 pub mod args;
@@ -64,6 +69,7 @@ const RUNC_ROOT: &str = "/run/containerd/runc";
 pub struct Options {
     env: Vec<(String, String)>,
     run_roots: Vec<PathBuf>,
+    cri: Option<String>,
 }
 
 impl Options {
@@ -80,6 +86,13 @@ impl Options {
         self.run_roots.push(dir.to_path_buf());
         self
     }
+
+    /// Load containerd's CRI plugin, configured by `toml` (its `[plugins."io.containerd.grpc.v1.cri"]`
+    /// tables, appended to the config file); without this the plugin is disabled.
+    pub fn cri(mut self, toml: &str) -> Options {
+        self.cri = Some(toml.to_string());
+        self
+    }
 }
 
 /// A containerd of its own for one test, stopped and cleaned up by [`stop`](Self::stop) or drop.
@@ -89,9 +102,13 @@ pub struct PrivateContainerd {
     address: String,
     log: PathBuf,
     child: Option<Child>,
-    ids: Mutex<BTreeSet<String>>,
+    /// (containerd namespace, container id) of everything the test made.
+    ids: Mutex<BTreeSet<(String, String)>>,
+    /// Host paths that must be gone at the end (e.g. pod network namespaces).
+    paths: Mutex<BTreeSet<PathBuf>>,
     run_roots: Vec<PathBuf>,
     torn_down: bool,
+    keep_log: bool,
 }
 
 impl PrivateContainerd {
@@ -104,20 +121,22 @@ impl PrivateContainerd {
     /// `HULL_TEST_ALLOW_SKIP=1` this returns `None` (after printing why) and the test returns.
     /// Panics, with the log's tail, when containerd does not come up.
     pub fn start_with(opts: Options) -> Option<PrivateContainerd> {
-        if !require::require_root() {
-            return None;
+        if let Some(why) = missing_prerequisite() {
+            return skip(&why);
         }
-        let containerd = setup::which("containerd");
-        if !require::require(containerd.is_some(), "containerd on PATH")
-            || !require::require(setup::which("ctr").is_some(), "ctr on PATH")
-        {
-            return None;
-        }
-        let containerd = containerd?;
-        let dir = setup::make_private_dir();
+        Some(Self::start_in(setup::make_private_dir(), opts))
+    }
+
+    /// Start one in `dir` (from [`setup::make_private_dir`], perhaps already holding files the
+    /// config names); it owns `dir` from now on and removes it at teardown. Callers check
+    /// [`missing_prerequisite`] first. Panics, with the log's tail, when containerd does not
+    /// come up.
+    pub fn start_in(dir: PathBuf, opts: Options) -> PrivateContainerd {
+        let containerd = setup::which("containerd").expect("containerd on PATH");
         let address = format!("{}/containerd.sock", dir.display());
         let config = dir.join("config.toml");
-        std::fs::write(&config, setup::config_toml(&dir)).expect("write containerd config");
+        std::fs::write(&config, setup::config_toml(&dir, opts.cri.as_deref()))
+            .expect("write containerd config");
         let log = dir.join("containerd.log");
         let log_file = std::fs::File::create(&log).expect("create containerd log");
         let child = Command::new(containerd)
@@ -137,15 +156,17 @@ impl PrivateContainerd {
             log,
             child: Some(child),
             ids: Mutex::new(BTreeSet::new()),
+            paths: Mutex::new(BTreeSet::new()),
             run_roots: RUN_ROOTS
                 .iter()
                 .map(PathBuf::from)
                 .chain(opts.run_roots.iter().cloned())
                 .collect(),
             torn_down: false,
+            keep_log: false,
         };
         cd.wait_ready();
-        Some(cd)
+        cd
     }
 
     fn wait_ready(&mut self) {
@@ -210,14 +231,36 @@ impl PrivateContainerd {
     /// Check `id` for leftovers too (ids in `ctr run` / `ctr containers create` are tracked
     /// automatically).
     pub fn track_id(&self, id: &str) {
+        self.track_id_in(NAMESPACE, id);
+    }
+
+    /// Check `id` of containerd namespace `ns` for leftovers (CRI's containers live in `k8s.io`).
+    pub fn track_id_in(&self, ns: &str, id: &str) {
         self.ids
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string());
+            .insert((ns.to_string(), id.to_string()));
     }
 
-    fn tracked_ids(&self) -> Vec<String> {
+    /// A host path that must not exist at the end (reported, then unmounted and removed).
+    pub fn track_path(&self, path: &Path) {
+        self.paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf());
+    }
+
+    fn tracked_ids(&self) -> Vec<(String, String)> {
         self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn tracked_paths(&self) -> Vec<PathBuf> {
+        self.paths
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
@@ -345,7 +388,7 @@ impl PrivateContainerd {
         for m in host::mounts_under(&self.dir) {
             found.push(format!("mount {m}"));
         }
-        for id in &ids {
+        for (ns, id) in &ids {
             for d in self.run_dirs(id) {
                 for m in host::mounts_under(&d) {
                     found.push(format!("mount {m}"));
@@ -357,21 +400,29 @@ impl PrivateContainerd {
                     found.push(format!("virtiofsd pid file {}", p.display()));
                 }
             }
-            for p in self.id_paths(id) {
+            for p in self.id_paths(ns, id) {
                 if p.exists() {
                     found.push(format!("{} of {id}", p.display()));
                 }
+            }
+        }
+        for p in self.tracked_paths() {
+            for m in host::mounts_under(&p) {
+                found.push(format!("mount {m}"));
+            }
+            if p.exists() {
+                found.push(format!("path {}", p.display()));
             }
         }
         found
     }
 
     /// Path prefixes whose mention in a command line marks a process as ours.
-    fn needles(&self, ids: &[String]) -> Vec<String> {
+    fn needles(&self, ids: &[(String, String)]) -> Vec<String> {
         let mut n = vec![self.dir.to_string_lossy().into_owned()];
         n.extend(
             ids.iter()
-                .flat_map(|id| self.run_dirs(id))
+                .flat_map(|(_, id)| self.run_dirs(id))
                 .map(|d| d.to_string_lossy().into_owned()),
         );
         n
@@ -391,19 +442,19 @@ impl PrivateContainerd {
     }
 
     /// Per-id host paths outside our directory: shim socket, runc state, cgroups.
-    fn id_paths(&self, id: &str) -> Vec<PathBuf> {
-        let mut paths = vec![Path::new(RUNC_ROOT).join(NAMESPACE).join(id)];
-        if let Some(hash) = sha256_hex(&format!("{}/{NAMESPACE}/{id}", self.address)) {
+    fn id_paths(&self, ns: &str, id: &str) -> Vec<PathBuf> {
+        let mut paths = vec![Path::new(RUNC_ROOT).join(ns).join(id)];
+        if let Some(hash) = sha256_hex(&format!("{}/{ns}/{id}", self.address)) {
             paths.push(Path::new(SHIM_SOCKET_DIR).join(hash));
         }
         // cgroup v2 (/sys/fs/cgroup/<ns>/<id>) or every v1 hierarchy.
-        paths.push(Path::new("/sys/fs/cgroup").join(NAMESPACE).join(id));
+        paths.push(Path::new("/sys/fs/cgroup").join(ns).join(id));
         for e in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
         {
-            paths.push(e.path().join(NAMESPACE).join(id));
+            paths.push(e.path().join(ns).join(id));
         }
         paths.sort();
         paths.dedup();
@@ -434,6 +485,20 @@ impl PrivateContainerd {
         self.teardown()
     }
 
+    /// Like [`stop`](Self::stop), but containerd's log file stays (alone in the private
+    /// directory, which the caller then removes), for a failed test to keep.
+    pub fn stop_keeping_log(mut self) -> Vec<String> {
+        self.keep_log = true;
+        let mut report = self.teardown();
+        let only_log = std::fs::read_dir(&self.dir)
+            .map(|d| d.flatten().all(|e| e.path() == self.log))
+            .unwrap_or(true);
+        if !only_log {
+            report.push(format!("cannot remove {}", self.dir.display()));
+        }
+        report
+    }
+
     fn teardown(&mut self) -> Vec<String> {
         if self.torn_down {
             return Vec::new();
@@ -454,7 +519,7 @@ impl PrivateContainerd {
         }
         let containers = if alive { self.containers() } else { Vec::new() };
         for (ns, id) in containers {
-            self.track_id(&id);
+            self.track_id_in(&ns, &id);
             let _ = self.ctr_raw(&["tasks", "kill", "-s", "SIGKILL", &id], Some(&ns), t);
             let _ = self.ctr_raw(&["tasks", "delete", "-f", &id], Some(&ns), t);
             match self.ctr_raw(&["containers", "rm", &id], Some(&ns), t) {
@@ -491,7 +556,7 @@ impl PrivateContainerd {
         }
         // 4. ...removed by force so the next test starts clean.
         self.force_clean();
-        if self.dir.exists() {
+        if self.dir.exists() && !self.keep_log {
             report.push(format!("cannot remove {}", self.dir.display()));
         }
         report
@@ -508,7 +573,7 @@ impl PrivateContainerd {
             let live: Vec<i32> = host::processes().iter().map(|p| p.pid).collect();
             !pids.iter().any(|p| live.contains(p))
         });
-        for id in &ids {
+        for (ns, id) in &ids {
             for d in self.run_dirs(id) {
                 host::unmount_under(&d);
                 let _ = std::fs::remove_dir_all(&d);
@@ -516,7 +581,7 @@ impl PrivateContainerd {
                     let _ = std::fs::remove_file(p);
                 }
             }
-            for p in self.id_paths(id) {
+            for p in self.id_paths(ns, id) {
                 // cgroup directories go with rmdir only; the rest are plain files and dirs.
                 if p.starts_with("/sys/fs/cgroup") {
                     let _ = std::fs::remove_dir(&p);
@@ -527,8 +592,26 @@ impl PrivateContainerd {
                 }
             }
         }
+        for p in self.tracked_paths() {
+            host::unmount_under(&p);
+            let _ = std::fs::remove_file(&p);
+        }
         host::unmount_under(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.keep_log {
+            for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p == self.log {
+                    continue;
+                }
+                let _ = if p.is_dir() && !p.is_symlink() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -564,6 +647,27 @@ pub fn busybox_image() -> PathBuf {
         })
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Why containerd tests cannot run here (not root, containerd or ctr missing), if they cannot.
+pub fn missing_prerequisite() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    if setup::which("containerd").is_none() {
+        return Some("containerd not installed".into());
+    }
+    if setup::which("ctr").is_none() {
+        return Some("ctr not installed".into());
+    }
+    None
+}
+
+/// The test cannot run for `why`: fails, or with `HULL_TEST_ALLOW_SKIP=1` prints why and
+/// returns `None` (the test then returns).
+pub fn skip<T>(why: &str) -> Option<T> {
+    require::require(false, why);
+    None
 }
 
 /// sha256 of `s` in hex, by sha256sum (how containerd names shim sockets).

@@ -52,18 +52,24 @@ pub fn make_private_dir() -> PathBuf {
     panic!("no free directory name under {TESTS_ROOT}");
 }
 
-/// containerd 1.6 config (version 2): everything private to `dir`, only what ctr needs loaded.
-pub fn config_toml(dir: &Path) -> String {
+/// containerd 1.6 config (version 2): everything private to `dir`, only what ctr needs loaded;
+/// with `cri` (the CRI plugin's own tables) the CRI plugin too.
+pub fn config_toml(dir: &Path, cri: Option<&str>) -> String {
     let d = dir.display();
+    let cri_disabled = if cri.is_some() {
+        ""
+    } else {
+        "\n  \"io.containerd.grpc.v1.cri\","
+    };
     let mut s = String::new();
     let _ = write!(
         s,
         r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
-# Not needed for ctr; CRI, the unusable snapshotters and the restart/cgroup monitors only slow startup.
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+# Not needed: the unusable snapshotters and the restart/cgroup monitors only slow startup
+# (and CRI unless a test drives it).
+disabled_plugins = [{cri_disabled}
   "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper",
@@ -85,6 +91,10 @@ disabled_plugins = [
   path = "{d}/opt"
 "#
     );
+    if let Some(cri) = cri {
+        s.push('\n');
+        s.push_str(cri);
+    }
     s
 }
 
