@@ -61,16 +61,24 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     lines.join(" | ")
 }
 
-/// Remove what is left of sandbox `id` under `run_root` after its owner died: kills the owner
-/// if it is somehow still alive (checked by pid and start time), then unmounts and removes the
-/// run directory. Its helpers die with the owner (parent-death signal).
-pub fn cleanup_dead_sandbox(run_root: &std::path::Path, id: &str) -> Result<()> {
+/// Remove what is left of sandbox `id` under `run_root` after its owner died, then unmount and
+/// remove the run directory; its helpers die with the owner (parent-death signal). An owner
+/// that is still alive (checked by pid and start time) is killed when `kill_live_owner`, else
+/// left alone with its directory.
+pub fn cleanup_dead_sandbox(
+    run_root: &std::path::Path,
+    id: &str,
+    kill_live_owner: bool,
+) -> Result<()> {
     hull_protocol::validate_id(id).map_err(|e| Error::InvalidArgument(format!("sandbox {e}")))?;
     let dir = run_root.join(id);
     if !dir.exists() {
         return Ok(());
     }
     if let Some(pid) = owner::live_owner(&dir) {
+        if !kill_live_owner {
+            return Ok(());
+        }
         if pid != std::process::id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),

@@ -71,8 +71,12 @@ impl containerd_shim::Shim for HullShim {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| self.flags_id.clone());
+        // containerd runs `delete` for every task whose connection closed, also for a pod's
+        // container while the pod's shim still serves the sandbox: only the sandbox's own task
+        // may end a live shim (one that hung); a container's never does.
+        let is_sandbox = sandbox_id == self.flags_id;
         match &self.config {
-            Ok(config) => cleanup_dead_sandbox(&config.runtime.run_dir, &sandbox_id),
+            Ok(config) => cleanup_dead_sandbox(&config.runtime.run_dir, &sandbox_id, is_sandbox),
             Err(e) => eprintln!("containerd-shim-hull-v2 delete: hull configuration: {e}"),
         }
         crate::socket::remove_dead();
@@ -110,8 +114,8 @@ fn pod_grouping(config_json: &Path) -> Option<String> {
 
 /// After a shim died: end it for good if it is somehow still there, then remove the sandbox's
 /// run directory. Its helpers die with it (PDEATHSIG) and its mounts with its namespace.
-fn cleanup_dead_sandbox(run_root: &Path, sandbox_id: &str) {
-    if let Err(e) = hull_runtime::cleanup_dead_sandbox(run_root, sandbox_id) {
+fn cleanup_dead_sandbox(run_root: &Path, sandbox_id: &str, kill_live_owner: bool) {
+    if let Err(e) = hull_runtime::cleanup_dead_sandbox(run_root, sandbox_id, kill_live_owner) {
         eprintln!("containerd-shim-hull-v2 delete: {e}");
     }
 }
