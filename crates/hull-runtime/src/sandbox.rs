@@ -281,8 +281,13 @@ fn boot(
     let t1 = Instant::now();
     let vm = parts.vm.insert(seams.vmm.launch(&spec, tx)?);
     let console = match vm.take_console() {
-        Some(fd) => Console::start(fd, id, run_dir.join("console.log"), 1 << 20)
-            .map_err(|e| Error::io("start the console reader", e))?,
+        Some(fd) => Console::start(
+            fd,
+            id,
+            run_dir.join("console.log"),
+            cfg.runtime.console_bound(),
+        )
+        .map_err(|e| Error::io("start the console reader", e))?,
         None => {
             return Err(Error::Daemon {
                 name: seams.vmm.name().into(),

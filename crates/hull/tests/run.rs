@@ -140,8 +140,7 @@ fn a_dead_helper_fails_the_sandbox_with_its_name() {
     let env = Env::new("helperdeath", "");
     let child = env.spawn_sleeper();
     let dir = std::path::Path::new(common::RUN_ROOT).join(&env.id);
-    let victims =
-        common::processes_mentioning(&format!("--socket-path={}/virtiofsd.sock", dir.display()));
+    let victims = common::processes_mentioning(&format!("source={}/shared", dir.display()));
     assert!(!victims.is_empty(), "no virtiofsd found for the sandbox");
     // Kill only the virtiofsd this test's sandbox started (its own pid, first field).
     for v in &victims {
