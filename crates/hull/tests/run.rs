@@ -135,14 +135,12 @@ fn nine_p_shared_fs_works() {
     assert!(stdout(&out).starts_with("root:x:0:0"), "{}", stdout(&out));
 }
 
-#[test]
-fn a_dead_helper_fails_the_sandbox_with_its_name() {
-    let env = Env::new("helperdeath", "");
+/// SIGKILL the processes `processes_mentioning(pattern)` lists (only this test's: the pattern
+/// names its sandbox), then check that `hull run` fails in time with one line naming `what`.
+fn kill_under_a_running_process(env: &Env, pattern: &str, what: &str) {
     let child = env.spawn_sleeper();
-    let dir = std::path::Path::new(common::RUN_ROOT).join(&env.id);
-    let victims = common::processes_mentioning(&format!("source={}/shared", dir.display()));
-    assert!(!victims.is_empty(), "no virtiofsd found for the sandbox");
-    // Kill only the virtiofsd this test's sandbox started (its own pid, first field).
+    let victims = common::processes_mentioning(pattern);
+    assert!(!victims.is_empty(), "nothing matches {pattern}");
     for v in &victims {
         let pid: i32 = v
             .split(':')
@@ -162,7 +160,28 @@ fn a_dead_helper_fails_the_sandbox_with_its_name() {
         t.elapsed()
     );
     env.assert_clean();
-    common::assert_one_line_error(&o, "virtiofsd");
+    common::assert_one_line_error(&o, what);
+}
+
+#[test]
+fn a_dead_helper_fails_the_sandbox_with_its_name() {
+    let env = Env::new("helperdeath", "");
+    let dir = std::path::Path::new(common::RUN_ROOT).join(&env.id);
+    kill_under_a_running_process(
+        &env,
+        &format!("source={}/shared", dir.display()),
+        "virtiofsd exited: killed by signal 9 (SIGKILL)",
+    );
+}
+
+#[test]
+fn a_killed_qemu_is_named_with_its_signal() {
+    let env = Env::new("qemukill", "");
+    kill_under_a_running_process(
+        &env,
+        &format!("-name hull-{},", env.id),
+        "qemu exited: killed by signal 9 (SIGKILL)",
+    );
 }
 
 #[test]
