@@ -574,3 +574,7 @@ fn display_exec(exec_id: &str) -> &str {
         exec_id
     }
 }
+
+#[cfg(test)]
+#[path = "pod_tests.rs"]
+mod tests;
