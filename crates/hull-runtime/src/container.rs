@@ -41,7 +41,7 @@ pub(crate) fn create(
     if containers.contains_key(id) {
         return Err(Error::AlreadyExists(format!("container {id}")));
     }
-    let (guest_spec, binds) = spec::for_guest(spec, id, rootfs)?;
+    let (guest_spec, binds) = spec::for_guest(spec, id, rootfs, Some(guest.pod_namespaces()))?;
     let json = serde_json::to_vec(&guest_spec)
         .map_err(|e| Error::InvalidArgument(format!("spec: {e}")))?;
     if json.len() > hull_protocol::MAX_SPEC_LEN {
@@ -79,6 +79,7 @@ impl Container {
     pub fn start(&self, stdio: Stdio) -> Result<Process> {
         self.guest.known(&self.id)?;
         let pid = self.guest.call(|a| a.start_container(&self.id))?;
+        self.guest.started(&self.id, pid);
         Ok(Process::attached(&self.guest, &self.id, "", pid, stdio))
     }
 

@@ -10,6 +10,7 @@ use crate::agent::Agent;
 use crate::console::Console;
 use crate::error::{Death, Error, Result};
 use crate::host::HostMounts;
+use crate::spec::PodNamespaces;
 
 /// How long a caller whose agent call broke waits for the cause (the VM's exit) to be known.
 const DEATH_NOTICE: Duration = Duration::from_secs(2);
@@ -30,6 +31,8 @@ pub(crate) struct Guest {
     pub mounts: Arc<dyn HostMounts>,
     life: Mutex<Life>,
     changed: Condvar,
+    /// The pod's shared namespaces (the container named like the sandbox holds them).
+    pod: Mutex<PodNamespaces>,
     /// Host side of each container (its directory under the shared directory).
     pub containers: Mutex<HashMap<String, HostContainer>>,
 }
@@ -60,6 +63,7 @@ impl Guest {
         console: Arc<Console>,
         shared_dir: PathBuf,
         mounts: Arc<dyn HostMounts>,
+        vm_pid: i32,
     ) -> Guest {
         Guest {
             id: id.to_string(),
@@ -69,6 +73,10 @@ impl Guest {
             mounts,
             life: Mutex::new(Life::default()),
             changed: Condvar::new(),
+            pod: Mutex::new(PodNamespaces {
+                host_pid: vm_pid,
+                guest_pid: None,
+            }),
             containers: Mutex::new(HashMap::new()),
         }
     }
@@ -133,6 +141,19 @@ impl Guest {
         drop(life);
         self.changed.notify_all();
         healthy
+    }
+
+    /// Where the pod's namespaces are.
+    pub fn pod_namespaces(&self) -> PodNamespaces {
+        *lock(&self.pod)
+    }
+
+    /// Container `id` started with guest pid `pid`: if it is the pod's sandbox container (named
+    /// like the sandbox), its namespaces are the pod's.
+    pub fn started(&self, id: &str, pid: u32) {
+        if id == self.id {
+            lock(&self.pod).guest_pid = Some(pid);
+        }
     }
 
     /// How the VM died, if it did.

@@ -23,6 +23,10 @@ pub struct SandboxOptions {
     pub cpus: Option<u32>,
     /// Memory in MiB.
     pub memory_mib: Option<u32>,
+    /// The pod's network namespace (made by CNI), if the sandbox is a pod with a network.
+    pub netns: Option<PathBuf>,
+    /// Kernel parameters added for this sandbox (already checked against what is allowed).
+    pub kernel_params: Vec<String>,
 }
 
 /// Timings of the boot, for logs and benchmarks.
@@ -272,7 +276,7 @@ fn boot(
         run_dir: run_dir.to_path_buf(),
         kernel: cfg.assets.kernel.clone(),
         initrd: cfg.assets.initrd.clone(),
-        cmdline: kernel_cmdline(cfg),
+        cmdline: kernel_cmdline(cfg, &opts.kernel_params),
         cpus: opts.cpus.unwrap_or(cfg.hypervisor.cpus),
         memory_mib: opts.memory_mib.unwrap_or(cfg.hypervisor.memory_mib),
         shared_fs: fs.device.clone(),
@@ -344,6 +348,7 @@ fn boot(
         console,
         shared_dir,
         seams.mounts.clone(),
+        vm.pid(),
     ));
     spawn_monitor(rx, Arc::downgrade(&guest));
     Ok(Booted {
@@ -354,7 +359,7 @@ fn boot(
 }
 
 /// The kernel command line every sandbox VM gets (the VMM driver may add its own).
-fn kernel_cmdline(cfg: &Config) -> String {
+fn kernel_cmdline(cfg: &Config, extra_params: &[String]) -> String {
     let mut cmdline = format!(
         "console=ttyS0 reboot=t panic=-1 quiet pci=off {}={} {}={}",
         hull_protocol::cmdline::SHARED_FS,
@@ -363,9 +368,12 @@ fn kernel_cmdline(cfg: &Config) -> String {
         cfg.runtime.agent_log_level
     );
     let extra = cfg.hypervisor.kernel_params.trim();
-    if !extra.is_empty() {
+    for p in std::iter::once(extra)
+        .chain(extra_params.iter().map(String::as_str))
+        .filter(|p| !p.is_empty())
+    {
         cmdline.push(' ');
-        cmdline.push_str(extra);
+        cmdline.push_str(p);
     }
     cmdline
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, Process, Spec};
 
 use crate::error::{Error, Result};
 
@@ -18,8 +18,71 @@ pub struct HostBind {
     pub readonly: bool,
 }
 
-/// The guest-side spec and the host binds it needs, for container `cid` whose rootfs is `rootfs`.
-pub fn for_guest(spec: &Spec, cid: &str, rootfs: &Path) -> Result<(Spec, Vec<HostBind>)> {
+/// Where the pod's shared namespaces are: containerd names them `/proc/<host_pid>/ns/<type>`
+/// (the sandbox task's pid, the VMM's); inside the guest they are those of the pod sandbox
+/// container's init, `guest_pid` (None until it started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodNamespaces {
+    /// The pid containerd knows the sandbox task by.
+    pub host_pid: i32,
+    /// The guest pid of the sandbox container's init process.
+    pub guest_pid: Option<u32>,
+}
+
+/// The guest's namespaces for a container: the network namespace is dropped (the guest is
+/// the pod, and its network is the guest's own); ipc, uts and pid paths that name the pod's
+/// namespaces are rewritten to the sandbox container's in the guest; any other path names a
+/// host namespace that cannot be joined from inside a VM and is refused.
+fn guest_namespaces(
+    nss: Vec<LinuxNamespace>,
+    pod: Option<PodNamespaces>,
+) -> Result<Vec<LinuxNamespace>> {
+    let mut out = Vec::with_capacity(nss.len());
+    for mut ns in nss {
+        let kind = match ns.typ() {
+            LinuxNamespaceType::Network => continue,
+            LinuxNamespaceType::Ipc => "ipc",
+            LinuxNamespaceType::Uts => "uts",
+            LinuxNamespaceType::Pid => "pid",
+            _ => "",
+        };
+        if let Some(path) = ns.path().clone() {
+            let guest = pod.and_then(|p| {
+                (path == Path::new(&format!("/proc/{}/ns/{kind}", p.host_pid))).then_some(p)
+            });
+            match guest {
+                Some(PodNamespaces {
+                    guest_pid: Some(g), ..
+                }) if !kind.is_empty() => {
+                    ns.set_path(Some(PathBuf::from(format!("/proc/{g}/ns/{kind}"))));
+                }
+                Some(_) if !kind.is_empty() => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{kind} namespace {}: the pod's sandbox container has not started",
+                        path.display()
+                    )))
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "namespace path {}: a host namespace cannot be joined inside the VM",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        out.push(ns);
+    }
+    Ok(out)
+}
+
+/// The guest-side spec and the host binds it needs, for container `cid` whose rootfs is
+/// `rootfs`, in a sandbox whose pod namespaces are `pod`.
+pub fn for_guest(
+    spec: &Spec,
+    cid: &str,
+    rootfs: &Path,
+    pod: Option<PodNamespaces>,
+) -> Result<(Spec, Vec<HostBind>)> {
     let shared = Path::new(hull_protocol::GUEST_SHARED_DIR);
     let mut out = spec.clone();
     let mut binds = vec![HostBind {
@@ -74,15 +137,7 @@ pub fn for_guest(spec: &Spec, cid: &str, rootfs: &Path) -> Result<(Spec, Vec<Hos
     if let Some(mut linux) = spec.linux().clone() {
         linux.set_cgroups_path(None);
         if let Some(nss) = linux.namespaces().clone() {
-            // Namespace paths name host namespaces; the guest makes its own.
-            let nss = nss
-                .into_iter()
-                .map(|mut ns| {
-                    ns.set_path(None);
-                    ns
-                })
-                .collect();
-            linux.set_namespaces(Some(nss));
+            linux.set_namespaces(Some(guest_namespaces(nss, pod)?));
         }
         out.set_linux(Some(linux));
     }
@@ -161,7 +216,8 @@ mod tests {
                 .expect("mount"),
         );
         spec.set_mounts(Some(mounts));
-        let (g, binds) = for_guest(&spec, "c1", Path::new("/host/rootfs")).expect("translate");
+        let (g, binds) =
+            for_guest(&spec, "c1", Path::new("/host/rootfs"), None).expect("translate");
         assert_eq!(
             g.root().as_ref().map(|r| r.path().clone()),
             Some(PathBuf::from("/run/hull/shared/c1/rootfs"))
@@ -191,7 +247,7 @@ mod tests {
             .source("/no/such/dir")
             .build()
             .expect("mount")]));
-        let e = for_guest(&spec, "c1", Path::new("/r")).expect_err("must fail");
+        let e = for_guest(&spec, "c1", Path::new("/r"), None).expect_err("must fail");
         assert!(e.to_string().contains("/no/such/dir"), "{e}");
     }
 
@@ -199,5 +255,64 @@ mod tests {
     fn empty_args_rejected() {
         let spec = minimal(vec![], &[], None, false).expect("spec");
         assert!(validate(&spec).is_err());
+    }
+
+    #[test]
+    fn pod_namespaces_are_rewritten_and_network_dropped() {
+        use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder};
+        let ns = |t: LinuxNamespaceType, p: Option<&str>| {
+            let mut b = LinuxNamespaceBuilder::default().typ(t);
+            if let Some(p) = p {
+                b = b.path(p);
+            }
+            b.build().expect("ns")
+        };
+        let mut spec = minimal(vec!["true".into()], &[], None, false).expect("spec");
+        spec.set_linux(Some(
+            LinuxBuilder::default()
+                .namespaces(vec![
+                    ns(LinuxNamespaceType::Pid, None),
+                    ns(LinuxNamespaceType::Ipc, Some("/proc/42/ns/ipc")),
+                    ns(LinuxNamespaceType::Uts, Some("/proc/42/ns/uts")),
+                    ns(LinuxNamespaceType::Network, Some("/proc/42/ns/net")),
+                    ns(LinuxNamespaceType::Mount, None),
+                ])
+                .build()
+                .expect("linux"),
+        ));
+        let pod = PodNamespaces {
+            host_pid: 42,
+            guest_pid: Some(7),
+        };
+        let (g, _) = for_guest(&spec, "c1", Path::new("/r"), Some(pod)).expect("translate");
+        let nss = g
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .expect("namespaces");
+        let paths: Vec<_> = nss.iter().map(|n| (n.typ(), n.path().clone())).collect();
+        assert_eq!(
+            paths,
+            vec![
+                (LinuxNamespaceType::Pid, None),
+                (
+                    LinuxNamespaceType::Ipc,
+                    Some(PathBuf::from("/proc/7/ns/ipc"))
+                ),
+                (
+                    LinuxNamespaceType::Uts,
+                    Some(PathBuf::from("/proc/7/ns/uts"))
+                ),
+                (LinuxNamespaceType::Mount, None),
+            ]
+        );
+        let early = PodNamespaces {
+            host_pid: 42,
+            guest_pid: None,
+        };
+        let e = for_guest(&spec, "c1", Path::new("/r"), Some(early)).expect_err("not started");
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e:?}");
+        let e = for_guest(&spec, "c1", Path::new("/r"), None).expect_err("host path");
+        assert!(e.to_string().contains("/proc/42/ns/ipc"), "{e}");
     }
 }

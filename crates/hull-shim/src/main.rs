@@ -5,6 +5,7 @@ mod error;
 mod events;
 mod logging;
 mod pod;
+mod pod_config;
 mod process;
 mod rootfs;
 mod shim;

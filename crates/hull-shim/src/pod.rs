@@ -15,6 +15,7 @@ use oci_spec::runtime::Spec;
 
 use crate::error::{Result, ShimError};
 use crate::events::{Event, Sink};
+use crate::pod_config;
 use crate::process::{self, Exit, IoPaths, Proc, Status};
 use crate::rootfs::{self, RootfsMount};
 
@@ -31,6 +32,8 @@ pub type SeamsFactory = Box<dyn Fn(&Config) -> hull_runtime::Result<Seams> + Sen
 /// One task (container).
 #[derive(Debug)]
 struct Task {
+    /// A CRI pod's sandbox container: containerd knows it by the VMM's host pid.
+    pod_sandbox: bool,
     bundle: PathBuf,
     rootfs: Option<RootfsMount>,
     container: Container,
@@ -169,13 +172,20 @@ impl Pod {
             .as_ref()
             .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
             .unwrap_or_else(|| id.to_string());
+        let pod_sandbox = pod_config::is_pod_sandbox(&spec);
+        let opts = if pod_sandbox {
+            pod_config::sandbox_options(&self.config, &spec)?
+        } else {
+            SandboxOptions::default()
+        };
+        let joins_pod = sandbox_id != id;
         // Dropping `rootfs_mount` on an error below unmounts it again.
         let rootfs_mount = rootfs::mount(bundle, mounts)?;
         let root_dir = match &rootfs_mount {
             Some(m) => m.path().to_path_buf(),
             None => rootfs::spec_root(bundle, &spec)?,
         };
-        let sandbox = self.ensure_sandbox(&sandbox_id)?;
+        let sandbox = self.ensure_sandbox(&sandbox_id, opts, joins_pod)?;
         if let Err(e) = std::fs::write(bundle.join(SANDBOX_FILE), &sandbox_id) {
             tracing::warn!(task = id, error = %e, "cannot record the sandbox id in the bundle");
         }
@@ -190,6 +200,7 @@ impl Pod {
         self.state().tasks.insert(
             id.to_string(),
             Task {
+                pod_sandbox,
                 bundle: bundle.to_path_buf(),
                 rootfs: rootfs_mount,
                 container,
@@ -207,8 +218,14 @@ impl Pod {
         Ok(())
     }
 
-    /// The pod's sandbox, booted now if there is none. Caller holds `lifecycle`.
-    fn ensure_sandbox(&self, sandbox_id: &str) -> Result<Arc<Sandbox>> {
+    /// The pod's sandbox, booted now with `opts` if there is none, unless the task only joins
+    /// a pod (whose sandbox this shim must already serve). Caller holds `lifecycle`.
+    fn ensure_sandbox(
+        &self,
+        sandbox_id: &str,
+        opts: SandboxOptions,
+        joins_pod: bool,
+    ) -> Result<Arc<Sandbox>> {
         if let Some(sb) = &self.state().sandbox {
             if sb.id() != sandbox_id {
                 return Err(ShimError::InvalidArgument(format!(
@@ -218,12 +235,17 @@ impl Pod {
             }
             return Ok(sb.clone());
         }
+        if joins_pod {
+            return Err(ShimError::FailedPrecondition(format!(
+                "sandbox {sandbox_id} is not running in this shim"
+            )));
+        }
         let seams = (self.seams)(&self.config)?;
         let sb = Arc::new(Sandbox::create_with(
             seams,
             &self.config,
             sandbox_id,
-            &SandboxOptions::default(),
+            &opts,
         )?);
         self.state().sandbox = Some(sb.clone());
         Ok(sb)
@@ -277,8 +299,9 @@ impl Pod {
 
     /// Start the init process (`exec_id` "") or an added exec; returns the guest pid.
     pub fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32> {
-        let (container, io, spec) = self.with_task(id, |task| {
+        let (container, io, spec, pod_sandbox) = self.with_task(id, |task| {
             let container = task.container.clone();
+            let pod_sandbox = task.pod_sandbox && exec_id.is_empty();
             let p = task.proc_mut(id, exec_id)?;
             if p.status != Status::Created {
                 return Err(ShimError::FailedPrecondition(format!(
@@ -288,7 +311,7 @@ impl Pod {
             }
             // Claimed here, so a second Start of the same process fails at once.
             p.status = Status::Starting;
-            Ok((container, p.io.clone(), p.spec.clone()))
+            Ok((container, p.io.clone(), p.spec.clone(), pod_sandbox))
         })?;
         let started = process::open_stdio(&io)
             .map_err(ShimError::from)
@@ -309,7 +332,12 @@ impl Pod {
                 return Err(e);
             }
         };
-        let pid = process.pid();
+        // containerd reads a pod's namespaces at /proc/<pid of the sandbox task>: for a pod's
+        // sandbox container that is the VMM, which runs in the pod's network namespace.
+        let pid = match (pod_sandbox, self.state().sandbox.as_ref()) {
+            (true, Some(sb)) => u32::try_from(sb.vm_pid()).unwrap_or(0),
+            _ => process.pid(),
+        };
         let _ = self.with_task(id, |t| {
             let p = t.proc_mut(id, exec_id)?;
             p.pid = pid;
@@ -333,14 +361,14 @@ impl Pod {
         let (cid, eid) = (id.to_string(), exec_id.to_string());
         std::thread::Builder::new()
             .name(format!("wait-{id}"))
-            .spawn(move || pod.wait_exit(&process, &cid, &eid))
+            .spawn(move || pod.wait_exit(&process, &cid, &eid, pid))
             .map_err(|e| ShimError::Internal(format!("spawn waiter: {e}")))?;
         tracing::info!(task = id, exec = exec_id, pid, "process started");
         Ok(pid)
     }
 
     /// Waiter thread body: the exit from the guest (output drained), recorded and announced.
-    fn wait_exit(&self, process: &hull_runtime::Process, id: &str, exec_id: &str) {
+    fn wait_exit(&self, process: &hull_runtime::Process, id: &str, exec_id: &str, pid: u32) {
         let status = match process.wait() {
             Ok(exit) => u32::try_from(exit.status).unwrap_or(SANDBOX_LOST_STATUS),
             Err(e) => {
@@ -356,7 +384,6 @@ impl Pod {
             Ok(())
         });
         self.changed.notify_all();
-        let pid = process.pid();
         tracing::info!(task = id, exec = exec_id, pid, status, "process exited");
         self.events.send(Event::Exit {
             id: id.to_string(),

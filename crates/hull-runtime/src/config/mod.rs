@@ -62,6 +62,9 @@ pub enum ValueError {
     /// `runtime.console_bound_kib` out of range.
     #[error("runtime.console_bound_kib must be 4..=65536, not {0}")]
     ConsoleBound(u32),
+    /// `pod.max_cpus` or `pod.max_memory_mib` below the VM's own share.
+    #[error("pod.max_cpus and pod.max_memory_mib must be at least hypervisor.cpus and hypervisor.memory_mib")]
+    PodLimits,
     /// `runtime.run_dir` is relative.
     #[error("runtime.run_dir must be an absolute path")]
     RunDirNotAbsolute,
@@ -81,6 +84,20 @@ pub struct Config {
     pub shared_fs: SharedFsConfig,
     /// Host-side state.
     pub runtime: RuntimeConfig,
+    /// Limits of CRI pods.
+    pub pod: PodConfig,
+}
+
+/// `[pod]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PodConfig {
+    /// Most vCPUs a pod's VM may have.
+    pub max_cpus: u32,
+    /// Most memory a pod's VM may have, in MiB.
+    pub max_memory_mib: u32,
+    /// Kernel parameters a pod may add ("name" or "name=value").
+    pub allowed_kernel_params: Vec<String>,
 }
 
 /// `[hypervisor]`
@@ -276,6 +293,9 @@ impl Config {
         }
         if !(4..=65536).contains(&self.runtime.console_bound_kib) {
             return Err(ValueError::ConsoleBound(self.runtime.console_bound_kib));
+        }
+        if self.pod.max_cpus < h.cpus || self.pod.max_memory_mib < h.memory_mib {
+            return Err(ValueError::PodLimits);
         }
         if !self.runtime.run_dir.is_absolute() {
             return Err(ValueError::RunDirNotAbsolute);
