@@ -125,6 +125,21 @@ fn cri_hull_exec_tty() {
 /// The leak check works: a pod left running is reported at teardown, and teardown still
 /// removes it, its network namespace and its processes.
 #[test]
+fn cri_hull_hostname_hosts_resolv_conf() {
+    with_env(|env| scenarios::hostname_hosts_resolv(env, HULL));
+}
+
+#[test]
+fn cri_hull_container_restart_while_pod_runs() {
+    with_env(|env| scenarios::container_restart_in_running_pod(env, HULL));
+}
+
+#[test]
+fn cri_hull_stop_grace_period() {
+    with_env(|env| scenarios::stop_grace_period(env, HULL));
+}
+
+#[test]
 fn cri_harness_reports_and_removes_a_pod_left_running() {
     let Some(env) = CriEnv::start() else {
         return;

@@ -29,21 +29,6 @@ fn cri_hull_pod_ip_reachable_from_host() {
 }
 
 #[test]
-fn cri_hull_hostname_hosts_resolv_conf() {
-    with_env(|env| scenarios::hostname_hosts_resolv(env, HULL));
-}
-
-#[test]
-fn cri_hull_container_restart_while_pod_runs() {
-    with_env(|env| scenarios::container_restart_in_running_pod(env, HULL));
-}
-
-#[test]
-fn cri_hull_stop_grace_period() {
-    with_env(|env| scenarios::stop_grace_period(env, HULL));
-}
-
-#[test]
 fn cri_hull_port_forward() {
     with_env(|env| scenarios::port_forward(env, HULL));
 }
