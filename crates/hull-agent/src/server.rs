@@ -108,7 +108,8 @@ impl Agent for AgentService {
         log_err(
             "SignalProcess",
             self.runtime
-                .signal(&req.container_id, &req.exec_id, req.signal, req.all),
+                .signal(&req.container_id, &req.exec_id, req.signal, req.all)
+                .await,
         )?;
         Ok(Empty::new())
     }

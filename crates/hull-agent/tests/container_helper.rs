@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hull_agent::container::{Runtime, RuntimeConfig};
 use hull_agent::AgentError;
@@ -265,7 +266,7 @@ async fn exec_stdin_signal_and_duplicates() {
         Err(AgentError::NotFound(_))
     ));
 
-    rt.signal(id, "", 9, false).expect("kill");
+    rt.signal(id, "", 9, false).await.expect("kill");
     assert_eq!(rt.wait(id, "").await.expect("wait"), 137);
     rt.remove(id).await.expect("remove");
     assert!(!cg.join("hull").join(id).exists());
@@ -308,4 +309,31 @@ async fn terminal_and_remove_unstarted() {
         .expect("create");
     rt.remove(id).await.expect("remove");
     assert!(!cg.join("hull").join(id).exists());
+}
+
+#[tokio::test]
+async fn a_stop_right_after_start_reaches_the_handler_the_init_installs_later() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    let id = "c-young";
+    let root = make_rootfs(shared.path(), id);
+    // PID 1 of its namespace ignores SIGTERM until its trap is in place, half a second in.
+    let script = "sleep 0.5; trap 'exit 7' TERM; while :; do sleep 0.05; done";
+    rt.create(id, &spec(&root, &["sh", "-c", script], ""))
+        .await
+        .expect("create");
+    rt.close_stdin(id, "").expect("close stdin");
+    rt.start(id).await.expect("start");
+    rt.signal(id, "", 15, false).await.expect("term");
+    let status = match tokio::time::timeout(Duration::from_secs(10), rt.wait(id, "")).await {
+        Ok(s) => s.expect("wait"),
+        Err(_) => {
+            rt.signal(id, "", 9, false).await.expect("kill");
+            panic!("SIGTERM sent right after start was lost");
+        }
+    };
+    assert_eq!(status, 7);
+    rt.remove(id).await.expect("remove");
+    assert!(!cg.join("hull").join(id).exists(), "cgroup left behind");
 }
