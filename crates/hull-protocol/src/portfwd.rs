@@ -3,12 +3,16 @@
 //!
 //! ```text
 //! host -> agent   PORT <n>\n        n in 1..=65535, decimal, at most MAX_REQUEST_LEN bytes
-//! agent -> host   OK\n              connected to localhost:<n> in the guest; bytes follow both ways
+//! agent -> host   OK\n              connected to localhost:<n> in the guest; frames follow
 //!                 ERR <reason>\n    refused or failed; the agent closes the connection
 //! ```
 //!
-//! After `OK` both directions carry the TCP stream verbatim; a half-close (shutdown of the
-//! write side) is passed on, and either side closing ends the forward.
+//! After `OK` each direction is a sequence of frames: a 4-byte big-endian length (at most
+//! MAX_FRAME) and that many bytes of the TCP stream. A zero-length frame ends its direction
+//! (the TCP half-close); the vsock connection is closed once both directions have ended. A
+//! connection that ends without an end frame was aborted: the other side resets its TCP end.
+//! Framing carries the half-close because vhost-device-vsock (hybrid vsock) does not: it drops
+//! a guest's shutdown(SHUT_WR) and turns a host's into a full close.
 
 /// AF_VSOCK port of the agent's port-forward channel.
 pub const FORWARD_VSOCK_PORT: u32 = 1026;
@@ -20,6 +24,26 @@ pub const MAX_REPLY_LEN: usize = 128;
 pub const MAX_FORWARD_PORTS: usize = 256;
 /// Longest wait of one ListListeningPorts long-poll.
 pub const MAX_PORTS_WAIT_MS: u32 = 10_000;
+
+/// Largest frame payload.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Bytes of a frame header.
+pub const FRAME_HEADER: usize = 4;
+
+/// The header of a frame carrying `len` bytes (0: end of this direction).
+pub fn frame_header(len: usize) -> [u8; FRAME_HEADER] {
+    debug_assert!(len <= MAX_FRAME);
+    (len as u32).to_be_bytes()
+}
+
+/// The payload length a frame header announces.
+pub fn parse_frame_header(h: [u8; FRAME_HEADER]) -> Result<usize, LineError> {
+    let len = u32::from_be_bytes(h) as usize;
+    if len > MAX_FRAME {
+        return Err(LineError::Frame(len));
+    }
+    Ok(len)
+}
 
 /// Why a request or reply line was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +60,9 @@ pub enum LineError {
     /// Neither `OK` nor `ERR ...`.
     #[error("malformed port-forward reply")]
     BadReply,
+    /// A frame longer than MAX_FRAME.
+    #[error("port-forward frame of {0} bytes, limit {MAX_FRAME}")]
+    Frame(usize),
 }
 
 /// The request line for `port`, `\n` included.
@@ -127,6 +154,18 @@ mod tests {
         ] {
             assert_eq!(parse_request(bad), Err(LineError::Malformed), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn frame_headers_are_bounded() {
+        assert_eq!(parse_frame_header(frame_header(0)), Ok(0));
+        assert_eq!(parse_frame_header(frame_header(MAX_FRAME)), Ok(MAX_FRAME));
+        assert_eq!(frame_header(258), [0, 0, 1, 2]);
+        assert_eq!(
+            parse_frame_header((MAX_FRAME as u32 + 1).to_be_bytes()),
+            Err(LineError::Frame(MAX_FRAME + 1))
+        );
+        assert!(parse_frame_header([0xff; 4]).is_err());
     }
 
     #[test]

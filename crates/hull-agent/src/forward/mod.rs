@@ -11,8 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hull_protocol::forward::{ListPortsRequest, ListPortsResponse};
 use hull_protocol::forward_ttrpc_async::Forward;
-use hull_protocol::portfwd::{self, MAX_FORWARD_PORTS, MAX_PORTS_WAIT_MS, MAX_REQUEST_LEN};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use hull_protocol::portfwd::{
+    self, FRAME_HEADER, MAX_FORWARD_PORTS, MAX_FRAME, MAX_PORTS_WAIT_MS, MAX_REQUEST_LEN,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
@@ -148,9 +150,64 @@ async fn forward_one(mut vs: VsockStream) -> std::io::Result<()> {
     };
     let _ = tcp.set_nodelay(true);
     vs.write_all(&portfwd::reply(Ok(()))).await?;
-    let (up, down) = tokio::io::copy_bidirectional(&mut vs, &mut tcp).await?;
-    tracing::debug!(port, up, down, "port forward done");
-    Ok(())
+    match splice(&mut vs, &mut tcp).await {
+        Ok((up, down)) => {
+            tracing::debug!(port, up, down, "port forward done");
+            Ok(())
+        }
+        Err(e) => {
+            // Aborted: reset the guest's end, as a dropped TCP connection would.
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            let _ = nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::Linger, &linger);
+            Err(e)
+        }
+    }
+}
+
+/// Frames from the host onto `tcp` and `tcp`'s bytes as frames to the host, until both
+/// directions have ended (each with its end frame or EOF); returns the bytes each way. An
+/// error (an abort by the host, a bad frame) ends both at once: the caller drops both sockets.
+async fn splice<V, T>(vs: &mut V, tcp: &mut T) -> std::io::Result<(u64, u64)>
+where
+    V: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut vs_r, mut vs_w) = tokio::io::split(vs);
+    let (mut tcp_r, mut tcp_w) = tokio::io::split(tcp);
+    let up = async {
+        let mut total = 0u64;
+        let mut buf = vec![0u8; MAX_FRAME];
+        loop {
+            let mut h = [0u8; FRAME_HEADER];
+            vs_r.read_exact(&mut h).await?;
+            let len = portfwd::parse_frame_header(h)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if len == 0 {
+                tcp_w.shutdown().await?;
+                return Ok::<u64, std::io::Error>(total);
+            }
+            vs_r.read_exact(&mut buf[..len]).await?;
+            tcp_w.write_all(&buf[..len]).await?;
+            total += len as u64;
+        }
+    };
+    let down = async {
+        let mut total = 0u64;
+        let mut buf = vec![0u8; FRAME_HEADER + MAX_FRAME];
+        loop {
+            let n = tcp_r.read(&mut buf[FRAME_HEADER..]).await?;
+            buf[..FRAME_HEADER].copy_from_slice(&portfwd::frame_header(n));
+            vs_w.write_all(&buf[..FRAME_HEADER + n]).await?;
+            if n == 0 {
+                return Ok::<u64, std::io::Error>(total);
+            }
+            total += n as u64;
+        }
+    };
+    tokio::try_join!(up, down)
 }
 
 /// localhost:<port> in the guest: IPv4 first, then IPv6 (a server may listen on ::1 only).
@@ -202,7 +259,7 @@ mod tests {
                 b"PORT 80"
             );
             assert_eq!(ok, b"rest", "bytes after the line must stay unread");
-            let long = vec![b'7'; 100];
+            let long = [b'7'; 100];
             let e = read_line(&mut &long[..], MAX_REQUEST_LEN)
                 .await
                 .expect_err("too long");
@@ -211,6 +268,60 @@ mod tests {
                 .await
                 .expect_err("eof");
             assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        });
+    }
+
+    /// The agent's end of a forward: frames in from the "host", the TCP stream out, and back.
+    #[test]
+    fn splice_frames_both_ways_with_half_close() {
+        rt().block_on(async {
+            let (mut host, mut agent_vs) = tokio::io::duplex(1 << 16);
+            let (mut server, mut agent_tcp) = tokio::io::duplex(1 << 16);
+            let agent = tokio::spawn(async move { splice(&mut agent_vs, &mut agent_tcp).await });
+            // host sends "hello" in two frames, then ends its direction
+            for chunk in [&b"hel"[..], b"lo", b""] {
+                host.write_all(&portfwd::frame_header(chunk.len()))
+                    .await
+                    .expect("header");
+                host.write_all(chunk).await.expect("data");
+            }
+            let mut got = Vec::new();
+            server
+                .read_to_end(&mut got)
+                .await
+                .expect("server reads to the half-close");
+            assert_eq!(got, b"hello");
+            // the server answers after the half-close, then closes
+            server.write_all(b"HELLO").await.expect("answer");
+            drop(server);
+            let mut back = Vec::new();
+            host.read_to_end(&mut back).await.expect("host reads");
+            let mut want = portfwd::frame_header(5).to_vec();
+            want.extend_from_slice(b"HELLO");
+            want.extend_from_slice(&portfwd::frame_header(0));
+            assert_eq!(back, want);
+            assert_eq!(agent.await.expect("join").expect("splice"), (5, 5));
+        });
+    }
+
+    #[test]
+    fn splice_refuses_oversized_frames_and_aborts() {
+        rt().block_on(async {
+            let (mut host, mut agent_vs) = tokio::io::duplex(1 << 16);
+            let (_server, mut agent_tcp) = tokio::io::duplex(1 << 16);
+            host.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+                .await
+                .expect("header");
+            let e = splice(&mut agent_vs, &mut agent_tcp)
+                .await
+                .expect_err("oversized frame");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+            // a host that vanishes without an end frame aborts the forward
+            let (host2, mut agent_vs) = tokio::io::duplex(1 << 16);
+            let (_server, mut agent_tcp) = tokio::io::duplex(1 << 16);
+            drop(host2);
+            assert!(splice(&mut agent_vs, &mut agent_tcp).await.is_err());
+            drop(host);
         });
     }
 
