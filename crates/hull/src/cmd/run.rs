@@ -76,6 +76,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let opts = SandboxOptions {
         cpus: args.cpus,
         memory_mib: args.memory,
+        ..SandboxOptions::default()
     };
     let sandbox = Sandbox::create(&config, &id, &opts)?;
     if signals.interrupted() {
