@@ -113,6 +113,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The path of the spec's network namespace (CRI's pod netns, `/var/run/netns/cni-...`), if it
+/// names one: the sandbox relays CRI PortForward from there.
+fn network_namespace(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?
+        .path()
+        .clone()
+}
+
 fn not_found(id: &str) -> ShimError {
     ShimError::NotFound(format!("task {id}"))
 }
@@ -175,7 +188,7 @@ impl Pod {
             Some(m) => m.path().to_path_buf(),
             None => rootfs::spec_root(bundle, &spec)?,
         };
-        let sandbox = self.ensure_sandbox(&sandbox_id)?;
+        let sandbox = self.ensure_sandbox(&sandbox_id, network_namespace(&spec))?;
         if let Err(e) = std::fs::write(bundle.join(SANDBOX_FILE), &sandbox_id) {
             tracing::warn!(task = id, error = %e, "cannot record the sandbox id in the bundle");
         }
@@ -208,7 +221,7 @@ impl Pod {
     }
 
     /// The pod's sandbox, booted now if there is none. Caller holds `lifecycle`.
-    fn ensure_sandbox(&self, sandbox_id: &str) -> Result<Arc<Sandbox>> {
+    fn ensure_sandbox(&self, sandbox_id: &str, netns: Option<PathBuf>) -> Result<Arc<Sandbox>> {
         if let Some(sb) = &self.state().sandbox {
             if sb.id() != sandbox_id {
                 return Err(ShimError::InvalidArgument(format!(
@@ -223,7 +236,10 @@ impl Pod {
             seams,
             &self.config,
             sandbox_id,
-            &SandboxOptions::default(),
+            &SandboxOptions {
+                netns,
+                ..SandboxOptions::default()
+            },
         )?);
         self.state().sandbox = Some(sb.clone());
         Ok(sb)
