@@ -3,7 +3,7 @@
 //! with `test = false`. Run it by name while developing the feature, test-first:
 //!
 //!     cargo test -p hull-shim --test cri_pods_pending -- --test-threads=1
-//!     cargo test -p hull-shim --test cri_pods_pending cri_hull_port_forward
+//!     cargo test -p hull-shim --test cri_pods_pending cri_hull_stop_grace_period
 //!
 //! When a feature works with hull, move its test into tests/cri.rs (next to its runc twin).
 //! Same harness and prerequisites as tests/cri.rs; each test asserts nothing is left behind.
@@ -41,9 +41,4 @@ fn cri_hull_container_restart_while_pod_runs() {
 #[test]
 fn cri_hull_stop_grace_period() {
     with_env(|env| scenarios::stop_grace_period(env, HULL));
-}
-
-#[test]
-fn cri_hull_port_forward() {
-    with_env(|env| scenarios::port_forward(env, HULL));
 }
