@@ -41,6 +41,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 const RETRY_BIND: Duration = Duration::from_secs(2);
 /// Accepts taken from one listener per wake-up.
 const ACCEPT_BATCH: usize = 16;
+/// Shortest time between two port-set changes taken from the guest.
+const MIN_UPDATE_INTERVAL: Duration = Duration::from_millis(100);
 /// Consecutive failed polls of the agent before the watcher gives up.
 const MAX_POLL_FAILURES: u32 = 5;
 
@@ -193,11 +195,12 @@ fn watch(
                 if ports != known {
                     tracing::debug!(sandbox = %id, ?ports, "guest listening ports");
                     known = ports.clone();
-                    if tx.send(ports).is_err() {
+                    if !hand_over(tx, wake, ports) {
                         return;
                     }
-                    let mut w = wake;
-                    let _ = w.write(&[1]);
+                    // A guest that changes its ports all the time costs the host at most
+                    // this many rebinds a second.
+                    std::thread::park_timeout(MIN_UPDATE_INTERVAL);
                 }
             }
             Err(e) => {
@@ -207,6 +210,8 @@ fn watch(
                 failures += 1;
                 if matches!(e, Error::Unavailable(_)) || failures >= MAX_POLL_FAILURES {
                     tracing::warn!(sandbox = %id, error = %e, "port forwarding gives up polling the guest");
+                    // Refused at once beats accepted and then dropped.
+                    hand_over(tx, wake, Vec::new());
                     return;
                 }
                 tracing::debug!(sandbox = %id, error = %e, "polling the guest's ports failed");
@@ -214,6 +219,15 @@ fn watch(
             }
         }
     }
+}
+
+/// Give the acceptor a new port set; false when it is gone.
+fn hand_over(tx: &mpsc::Sender<Vec<u16>>, mut wake: &UnixStream, ports: Vec<u16>) -> bool {
+    if tx.send(ports).is_err() {
+        return false;
+    }
+    let _ = wake.write(&[1]);
+    true
 }
 
 /// The acceptor thread's state.

@@ -285,3 +285,17 @@ fn bad_netns_paths_are_invalid_arguments() {
     let e = open_netns(tmp.path()).expect_err("a plain file");
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
 }
+
+#[test]
+fn a_lost_guest_closes_the_listeners() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dial, _requests) = fake_agent(tmp.path(), Agent::Refuse);
+    let (mut pf, ports) = start(dial);
+    let port = free_port();
+    ports.send(vec![port]).expect("send");
+    wait_for("the listener", || pf.ports() == vec![port]);
+    drop(ports); // the source now fails with Unavailable
+    wait_for("the listener to close", || pf.ports().is_empty());
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+    pf.stop();
+}
