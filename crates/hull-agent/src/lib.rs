@@ -5,6 +5,7 @@ pub mod cmdline;
 pub mod container;
 pub mod error;
 pub mod exit;
+pub mod forward;
 pub mod init;
 pub mod logging;
 pub mod process;

@@ -12,10 +12,12 @@ use hull_protocol::agent::{
     WriteStdinRequest, WriteStdinResponse,
 };
 use hull_protocol::agent_ttrpc_async::{create_agent, Agent};
+use hull_protocol::forward_ttrpc_async::{create_forward, Forward};
 use ttrpc::r#async::{Server, TtrpcContext};
 
 use crate::container::Runtime;
 use crate::error::AgentError;
+use crate::forward::ForwardService;
 
 type Res<T> = ttrpc::Result<T>;
 
@@ -240,15 +242,18 @@ impl Agent for AgentService {
 /// Listen on `addr` (e.g. `vsock://-1:1024`) and serve forever, rebinding after failures.
 pub async fn serve(addr: &str, runtime: Arc<Runtime>) -> ! {
     let service: Arc<dyn Agent + Send + Sync> = Arc::new(AgentService::new(runtime));
+    let forward: Arc<dyn Forward + Send + Sync> = Arc::new(ForwardService);
     loop {
-        let server = Server::new()
-            .bind(addr)
-            .map(|s| s.register_service(create_agent(service.clone())));
+        let server = Server::new().bind(addr).map(|s| {
+            s.register_service(create_agent(service.clone()))
+                .register_service(create_forward(forward.clone()))
+        });
         match server {
             Ok(mut server) => match server.start().await {
                 Ok(()) => {
                     tracing::info!(addr, "agent listening");
                     if addr.starts_with("vsock://") {
+                        crate::forward::start(hull_protocol::portfwd::FORWARD_VSOCK_PORT);
                         tokio::task::spawn_blocking(crate::ready::announce);
                     }
                     // The accept loop runs in its own task; keep the server alive.

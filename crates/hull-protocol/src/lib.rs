@@ -37,9 +37,44 @@ pub mod agent_ttrpc_async {
     include!(concat!(env!("OUT_DIR"), "/async/agent_ttrpc.rs"));
 }
 
+/// Protobuf messages of the port-forward service (proto/forward.proto).
+#[allow(
+    warnings,
+    clippy::all,
+    clippy::unwrap_used,
+    missing_debug_implementations
+)]
+pub mod forward {
+    include!(concat!(env!("OUT_DIR"), "/sync/forward.rs"));
+}
+
+/// Synchronous ttrpc client of the port-forward service, used on the host.
+#[allow(
+    warnings,
+    clippy::all,
+    clippy::unwrap_used,
+    missing_debug_implementations
+)]
+pub mod forward_ttrpc {
+    include!(concat!(env!("OUT_DIR"), "/sync/forward_ttrpc.rs"));
+}
+
+/// Asynchronous ttrpc server of the port-forward service, used in the guest.
+#[cfg(feature = "async-server")]
+#[allow(
+    warnings,
+    clippy::all,
+    clippy::unwrap_used,
+    missing_debug_implementations
+)]
+pub mod forward_ttrpc_async {
+    include!(concat!(env!("OUT_DIR"), "/async/forward_ttrpc.rs"));
+}
+
 pub use ttrpc;
 
 pub mod mount_options;
+pub mod portfwd;
 mod stats;
 pub use mount_options::MountOptions;
 pub use stats::ContainerStats;

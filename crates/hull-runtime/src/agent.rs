@@ -322,7 +322,7 @@ fn bounded(what: &str, s: &str, max: usize) -> Result<()> {
 
 /// Map a ttrpc error of call `what` onto the runtime's error, keeping the agent's code.
 /// A broken connection is `Unavailable`; the sandbox replaces it by the VM's death if any.
-fn map(what: &'static str) -> impl Fn(ttrpc::Error) -> Error {
+pub(crate) fn map(what: &'static str) -> impl Fn(ttrpc::Error) -> Error {
     move |e| match e {
         ttrpc::Error::RpcStatus(s) => {
             let msg: String = s.message.chars().take(1024).collect();

@@ -16,6 +16,7 @@ mod host;
 mod io;
 mod mounts;
 mod owner;
+mod portfwd;
 mod process;
 mod sandbox;
 mod sharedfs;

@@ -13,6 +13,7 @@ use crate::container::{self, Container};
 use crate::error::{Death, Error, Result};
 use crate::guest::Guest;
 use crate::host::{HostMounts, RealMounts};
+use crate::portfwd::{self, PortForwarder};
 use crate::sharedfs::{self, SharedFs};
 use crate::vmm::{self, AccelDecision, Vm, VmSpec, Vmm};
 
@@ -63,6 +64,7 @@ impl Seams {
 struct Parts {
     vm: Option<Box<dyn Vm>>,
     shared_fs: Option<SharedFs>,
+    portfwd: Option<PortForwarder>,
 }
 
 /// One running sandbox VM.
@@ -190,6 +192,17 @@ impl Sandbox {
         self.guest.console_tail()
     }
 
+    /// Guest ports that `localhost` in the pod's network namespace leads to now (empty
+    /// without `SandboxOptions::netns`, or once stopped), and how many forwarded connections
+    /// are open.
+    pub fn forwarded_ports(&self) -> (Vec<u16>, usize) {
+        let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        match parts.as_ref().and_then(|p| p.portfwd.as_ref()) {
+            Some(pf) => (pf.ports(), pf.connections()),
+            None => (Vec::new(), 0),
+        }
+    }
+
     /// Create container `id` from `spec` with the host directory `rootfs` as its root.
     /// The container is not started.
     pub fn create_container(
@@ -256,6 +269,8 @@ fn boot(
     t0: Instant,
     parts: &mut Parts,
 ) -> Result<Booted> {
+    // A bad namespace path fails before anything boots.
+    let netns = opts.netns.as_deref().map(portfwd::open_netns).transpose()?;
     let shared_dir = run_dir.join("shared");
     std::fs::create_dir(&shared_dir).map_err(|e| Error::io("create shared dir", e))?;
     seams.mounts.make_shared(&shared_dir)?;
@@ -351,6 +366,9 @@ fn boot(
         vm.pid(),
     ));
     spawn_monitor(rx, Arc::downgrade(&guest));
+    if let Some(netns) = netns {
+        parts.portfwd = Some(PortForwarder::start(id, netns, &vm.agent_address())?);
+    }
     Ok(Booted {
         guest,
         kernel: check.kernel_release,
@@ -397,6 +415,9 @@ fn spawn_monitor(
 
 /// Stop the VM (after an orderly power-off through `agent` when given) and the daemons.
 fn take_apart(id: &str, parts: &mut Parts, agent: Option<&Agent>) {
+    if let Some(mut pf) = parts.portfwd.take() {
+        pf.stop();
+    }
     if let Some(vm) = parts.vm.take() {
         if let Some(agent) = agent {
             if vm.exited().is_none() && agent.shutdown(Duration::from_secs(2)).is_ok() {

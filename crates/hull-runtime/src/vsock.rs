@@ -33,6 +33,21 @@ pub enum AgentAddress {
     },
 }
 
+impl AgentAddress {
+    /// The same guest reached on vsock `port` instead; `None` for a plain Unix socket, which
+    /// leads to one port only.
+    pub(crate) fn with_port(&self, port: u32) -> Option<AgentAddress> {
+        match self {
+            AgentAddress::Hybrid { uds, .. } => Some(AgentAddress::Hybrid {
+                uds: uds.clone(),
+                port,
+            }),
+            AgentAddress::Vsock { cid, .. } => Some(AgentAddress::Vsock { cid: *cid, port }),
+            AgentAddress::Unix { .. } => None,
+        }
+    }
+}
+
 /// Connect to the agent: one attempt, `timeout` bounding the handshake.
 pub fn connect(addr: &AgentAddress, timeout: Duration) -> std::io::Result<OwnedFd> {
     match addr {

@@ -122,6 +122,11 @@ fn cri_hull_exec_tty() {
     with_env(|env| scenarios::exec_tty(env, HULL));
 }
 
+#[test]
+fn cri_hull_port_forward() {
+    with_env(|env| scenarios::port_forward(env, HULL));
+}
+
 /// The leak check works: a pod left running is reported at teardown, and teardown still
 /// removes it, its network namespace and its processes.
 #[test]

@@ -3,7 +3,7 @@
 //! with `test = false`. Run it by name while developing the feature, test-first:
 //!
 //!     cargo test -p hull-shim --test cri_pods_pending -- --test-threads=1
-//!     cargo test -p hull-shim --test cri_pods_pending cri_hull_port_forward
+//!     cargo test -p hull-shim --test cri_pods_pending cri_hull_stop_grace_period
 //!
 //! When a feature works with hull, move its test into tests/cri.rs (next to its runc twin).
 //! Same harness and prerequisites as tests/cri.rs; each test asserts nothing is left behind.
@@ -26,9 +26,4 @@ fn with_env(body: impl FnOnce(&CriEnv)) {
 #[test]
 fn cri_hull_pod_ip_reachable_from_host() {
     with_env(|env| scenarios::pod_ip_from_host(env, HULL));
-}
-
-#[test]
-fn cri_hull_port_forward() {
-    with_env(|env| scenarios::port_forward(env, HULL));
 }

@@ -393,7 +393,12 @@ pub fn port_forward(env: &CriEnv, handler: &str) {
     env.pull_busybox();
     let pod = run_pod(env, spec::pod("portfwd", &env.log_dir()), handler);
     let web = start(env, &pod, &web_server("web"));
+    let started = Instant::now();
+    let mut attempts = 0;
+    let mut last = Duration::ZERO;
     let got = retry(SERVE_TIMEOUT, || {
+        attempts += 1;
+        let t = Instant::now();
         let url = env
             .cri()
             .port_forward_url(&pod.id, &[i32::from(PORT)])
@@ -404,11 +409,17 @@ pub fn port_forward(env: &CriEnv, handler: &str) {
             Duration::from_secs(20),
         ))?;
         let text = String::from_utf8_lossy(&f.data).into_owned();
+        last = t.elapsed();
         text.contains("hello-from-web")
             .then_some(text.clone())
             .ok_or(format!("data {text:?}, error channel {:?}", f.error))
     })
     .unwrap_or_else(|e| panic!("{handler}: port-forward to {PORT}: {e}"));
+    eprintln!(
+        "{handler}: PortForward GET answered {:.2?} after StartContainer, attempt {attempts} \
+         (PortForward URL + WebSocket + GET: {last:.2?})",
+        started.elapsed()
+    );
     assert!(got.starts_with("HTTP/1."), "{got}");
     stop_remove_ok(env, &web);
     remove_pod(env, &pod);
