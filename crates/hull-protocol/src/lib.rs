@@ -40,6 +40,7 @@ pub mod agent_ttrpc_async {
 pub use ttrpc;
 
 pub mod mount_options;
+pub mod network;
 mod stats;
 pub use mount_options::MountOptions;
 pub use stats::ContainerStats;
