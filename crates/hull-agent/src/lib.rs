@@ -7,6 +7,7 @@ pub mod error;
 pub mod exit;
 pub mod init;
 pub mod logging;
+pub mod network;
 pub mod process;
 pub mod ready;
 pub mod reaper;
