@@ -74,9 +74,11 @@ pub fn for_guest(spec: &Spec, cid: &str, rootfs: &Path) -> Result<(Spec, Vec<Hos
     if let Some(mut linux) = spec.linux().clone() {
         linux.set_cgroups_path(None);
         if let Some(nss) = linux.namespaces().clone() {
-            // Namespace paths name host namespaces; the guest makes its own.
+            // Namespace paths name host namespaces; the guest makes its own. The pod's
+            // containers share the guest's own network namespace: the guest is the pod.
             let nss = nss
                 .into_iter()
+                .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
                 .map(|mut ns| {
                     ns.set_path(None);
                     ns
@@ -193,6 +195,35 @@ mod tests {
             .expect("mount")]));
         let e = for_guest(&spec, "c1", Path::new("/r")).expect_err("must fail");
         assert!(e.to_string().contains("/no/such/dir"), "{e}");
+    }
+
+    #[test]
+    fn containers_share_the_guest_network_namespace() {
+        use oci_spec::runtime::LinuxNamespaceBuilder;
+        let mut spec = minimal(vec!["true".into()], &[], None, false).expect("spec");
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_namespaces(Some(vec![
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path("/proc/42/ns/net")
+                .build()
+                .expect("ns"),
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Mount)
+                .build()
+                .expect("ns"),
+        ]));
+        spec.set_linux(Some(linux));
+        let (g, _) = for_guest(&spec, "c1", Path::new("/r")).expect("translate");
+        let types: Vec<LinuxNamespaceType> = g
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert_eq!(types, vec![LinuxNamespaceType::Mount]);
     }
 
     #[test]
