@@ -145,7 +145,9 @@ pub fn route_message(
         AddressFamily::Inet
     };
     if let Some(d) = r.destination {
-        b = b.destination_prefix(d.addr, d.len).map_err(|e| bad(e.to_string()))?;
+        b = b
+            .destination_prefix(d.addr, d.len)
+            .map_err(|e| bad(e.to_string()))?;
     }
     if let Some(g) = r.gateway {
         b = b.gateway(g).map_err(|e| bad(e.to_string()))?;

@@ -241,3 +241,269 @@ fn bad_netns_is_one_clear_error_and_leaves_nothing() {
         Vec::<String>::new()
     );
 }
+
+/// A Write that collects into a shared buffer.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "www"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static must be installed");
+    for applet in [
+        "sh", "sleep", "cat", "ip", "ping", "wget", "nc", "httpd", "hostname",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+    }
+    std::fs::write(root.join("www/index.html"), "hello-from-guest\n").expect("index");
+    root
+}
+
+fn with_net_raw(mut process: oci_spec::runtime::Process) -> oci_spec::runtime::Process {
+    use oci_spec::runtime::Capability;
+    let mut caps = process.capabilities().clone().unwrap_or_default();
+    for set in [
+        caps.bounding().clone(),
+        caps.effective().clone(),
+        caps.permitted().clone(),
+    ] {
+        let mut s = set.unwrap_or_default();
+        s.insert(Capability::NetRaw);
+        s.insert(Capability::NetBindService);
+        caps.set_bounding(Some(s.clone()));
+        caps.set_effective(Some(s.clone()));
+        caps.set_permitted(Some(s));
+    }
+    process.set_capabilities(Some(caps));
+    process
+}
+
+/// Run `cmd` in container `c` as exec `id`; (exit status, stdout + stderr).
+fn exec(
+    c: &hull_runtime::Container,
+    process: &oci_spec::runtime::Process,
+    id: &str,
+    cmd: &str,
+) -> (i32, String) {
+    let mut p = process.clone();
+    p.set_args(Some(vec!["sh".into(), "-c".into(), cmd.into()]));
+    let out = Sink::default();
+    let e = c
+        .exec(
+            id,
+            &p,
+            Stdio {
+                stdin: None,
+                stdout: Box::new(out.clone()),
+                stderr: Some(Box::new(out.clone())),
+            },
+        )
+        .unwrap_or_else(|e| panic!("exec {cmd}: {e}"));
+    let status = e.wait().expect("wait").status;
+    let text = String::from_utf8_lossy(&out.0.lock().expect("lock")).into_owned();
+    (status, text)
+}
+
+fn http_get(addr: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{e}"))?,
+        Duration::from_secs(3),
+    )
+    .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+fn ns_inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat").ino()
+}
+
+#[test]
+fn guest_gets_the_pod_network() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let config = config();
+    let net = TestNet::new(3, true);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rootfs = busybox_rootfs(tmp.path());
+    // A web server on the root-netns side of the veth.
+    let host = std::net::TcpListener::bind((net.host_ip.as_str(), 0)).expect("bind host side");
+    let host_port = host.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        for s in host.incoming().take(1) {
+            let mut s = s.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello-from-host\n");
+        }
+    });
+
+    let id = format!("net-vm-{}", std::process::id());
+    let t0 = Instant::now();
+    let sandbox = Sandbox::create(
+        &config,
+        &id,
+        &SandboxOptions {
+            netns: Some(net.path()),
+            ..Default::default()
+        },
+    )
+    .expect("sandbox boots with the pod network");
+    eprintln!(
+        "boot with network: {:.2?} (vm to agent {:.2?})",
+        t0.elapsed(),
+        sandbox.boot_times().vm_to_agent
+    );
+    let vm_pid = sandbox.vm_pid();
+    assert_eq!(
+        ns_inode(Path::new(&format!("/proc/{vm_pid}/ns/net"))),
+        ns_inode(&net.path()),
+        "QEMU must run in the pod netns"
+    );
+
+    let spec = spec::minimal(
+        vec![
+            "httpd".into(),
+            "-f".into(),
+            "-p".into(),
+            "8080".into(),
+            "-h".into(),
+            "/www".into(),
+        ],
+        &[],
+        None,
+        false,
+    )
+    .expect("spec");
+    let mut spec = spec;
+    let process = with_net_raw(spec.process().clone().expect("process"));
+    spec.set_process(Some(process.clone()));
+    let web = sandbox
+        .create_container("web", &spec, &rootfs)
+        .expect("create");
+    let init = web
+        .start(Stdio {
+            stdin: None,
+            stdout: Box::new(std::io::sink()),
+            stderr: Some(Box::new(std::io::sink())),
+        })
+        .expect("start");
+
+    let (st, addr) = exec(&web, &process, "addr", "ip addr show eth0");
+    assert_eq!(st, 0, "{addr}");
+    assert!(
+        addr.contains(&format!("link/ether {}", net.mac())),
+        "{addr}"
+    );
+    assert!(addr.contains(&format!("mtu {MTU}")), "{addr}");
+    assert!(addr.contains(&format!("inet {}/30", net.pod_ip)), "{addr}");
+    assert!(addr.contains("UP"), "{addr}");
+    let (_, route) = exec(&web, &process, "route", "ip route");
+    assert!(
+        route.contains(&format!("default via {} dev eth0", net.host_ip)),
+        "{route}"
+    );
+    let (_, neigh) = exec(&web, &process, "neigh", "ip neigh show dev eth0");
+    assert!(
+        neigh.contains(&net.host_ip) && neigh.contains("PERMANENT"),
+        "{neigh}"
+    );
+
+    // guest -> root netns: ICMP and TCP.
+    let (st, ping) = exec(
+        &web,
+        &process,
+        "ping",
+        &format!("ping -c 3 -W 5 {}", net.host_ip),
+    );
+    assert_eq!(st, 0, "{ping}");
+    eprintln!("ping guest -> host: {}", ping.lines().last().unwrap_or(""));
+    let (st, got) = exec(
+        &web,
+        &process,
+        "wget",
+        &format!("wget -q -O - http://{}:{host_port}/", net.host_ip),
+    );
+    assert_eq!(st, 0, "{got}");
+    assert!(got.contains("hello-from-host"), "{got}");
+    server.join().expect("host server");
+
+    // root netns -> guest: TCP to the container's httpd on the pod IP.
+    let t = Instant::now();
+    let body = loop {
+        match http_get(&format!("{}:8080", net.pod_ip)) {
+            Ok(b) => break b,
+            Err(e) if t.elapsed() < Duration::from_secs(20) => {
+                eprintln!("retrying: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("host -> pod: {e}"),
+        }
+    };
+    assert!(body.contains("hello-from-guest"), "{body}");
+    // A second container of the pod sees the same network (one netns: the guest's).
+    let mut spec2 = spec.clone();
+    let mut p2 = process.clone();
+    p2.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "wget -q -O - http://127.0.0.1:8080/ && ip -o addr show eth0".into(),
+    ]));
+    spec2.set_process(Some(p2));
+    let c2 = sandbox
+        .create_container("client", &spec2, &rootfs)
+        .expect("create client");
+    let out = Sink::default();
+    let p = c2
+        .start(Stdio {
+            stdin: None,
+            stdout: Box::new(out.clone()),
+            stderr: Some(Box::new(out.clone())),
+        })
+        .expect("start client");
+    assert_eq!(p.wait().expect("wait client").status, 0);
+    let text = String::from_utf8_lossy(&out.0.lock().expect("lock")).into_owned();
+    assert!(
+        text.contains("hello-from-guest") && text.contains(&net.pod_ip),
+        "{text}"
+    );
+
+    init.signal(libc::SIGKILL, false).expect("kill");
+    let pids: Vec<i32> = sandbox.pids().iter().map(|(_, p)| *p).collect();
+    sandbox.stop().expect("stop");
+    for pid in pids {
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+            "process {pid} left"
+        );
+    }
+    assert_eq!(
+        leftovers(&net.path()).expect("inspect"),
+        Vec::<String>::new()
+    );
+    // The netns and its veth are CNI's: still there, untouched.
+    assert!(net
+        .ns(&["ip", "-o", "link", "show", "eth0"])
+        .contains("eth0"));
+}
