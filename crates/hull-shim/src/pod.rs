@@ -25,6 +25,18 @@ pub const SANDBOX_FILE: &str = "hull-sandbox";
 /// Exit status reported when the sandbox died under a process.
 pub const SANDBOX_LOST_STATUS: u32 = 255;
 
+/// The network namespace CNI made for the pod: the path of the sandbox spec's network entry.
+fn pod_netns(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?
+        .path()
+        .clone()
+}
+
 /// Makes the seams a new sandbox is built with (real ones in production).
 pub type SeamsFactory = Box<dyn Fn(&Config) -> hull_runtime::Result<Seams> + Send + Sync>;
 
@@ -175,7 +187,7 @@ impl Pod {
             Some(m) => m.path().to_path_buf(),
             None => rootfs::spec_root(bundle, &spec)?,
         };
-        let sandbox = self.ensure_sandbox(&sandbox_id)?;
+        let sandbox = self.ensure_sandbox(&sandbox_id, &spec)?;
         if let Err(e) = std::fs::write(bundle.join(SANDBOX_FILE), &sandbox_id) {
             tracing::warn!(task = id, error = %e, "cannot record the sandbox id in the bundle");
         }
@@ -208,7 +220,7 @@ impl Pod {
     }
 
     /// The pod's sandbox, booted now if there is none. Caller holds `lifecycle`.
-    fn ensure_sandbox(&self, sandbox_id: &str) -> Result<Arc<Sandbox>> {
+    fn ensure_sandbox(&self, sandbox_id: &str, spec: &Spec) -> Result<Arc<Sandbox>> {
         if let Some(sb) = &self.state().sandbox {
             if sb.id() != sandbox_id {
                 return Err(ShimError::InvalidArgument(format!(
@@ -223,7 +235,10 @@ impl Pod {
             seams,
             &self.config,
             sandbox_id,
-            &SandboxOptions::default(),
+            &SandboxOptions {
+                netns: pod_netns(spec),
+                ..Default::default()
+            },
         )?);
         self.state().sandbox = Some(sb.clone());
         Ok(sb)

@@ -24,11 +24,6 @@ fn with_env(body: impl FnOnce(&CriEnv)) {
 }
 
 #[test]
-fn cri_hull_pod_ip_reachable_from_host() {
-    with_env(|env| scenarios::pod_ip_from_host(env, HULL));
-}
-
-#[test]
 fn cri_hull_hostname_hosts_resolv_conf() {
     with_env(|env| scenarios::hostname_hosts_resolv(env, HULL));
 }
