@@ -8,6 +8,7 @@ pub mod exit;
 pub mod forward;
 pub mod init;
 pub mod logging;
+pub mod network;
 pub mod process;
 pub mod ready;
 pub mod reaper;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hull_protocol::agent::{
-    CheckRequest, CheckResponse, ContainerRequest, CreateContainerRequest, Empty,
-    ExecProcessRequest, PidsResponse, ProcessRequest, ReadStreamRequest, ReadStreamResponse,
+    CheckRequest, CheckResponse, ConfigureNetworkRequest, ContainerRequest, CreateContainerRequest,
+    Empty, ExecProcessRequest, PidsResponse, ProcessRequest, ReadStreamRequest, ReadStreamResponse,
     ResizeTtyRequest, SignalProcessRequest, StartResponse, StatsResponse, WaitProcessResponse,
     WriteStdinRequest, WriteStdinResponse,
 };
@@ -220,6 +220,15 @@ impl Agent for AgentService {
             "RemoveProcess",
             self.runtime.remove_process(&req.container_id, &req.exec_id),
         )?;
+        Ok(Empty::new())
+    }
+
+    async fn configure_network(
+        &self,
+        _: &TtrpcContext,
+        req: ConfigureNetworkRequest,
+    ) -> Res<Empty> {
+        log_err("ConfigureNetwork", crate::network::configure(&req).await)?;
         Ok(Empty::new())
     }
 

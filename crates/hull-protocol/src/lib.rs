@@ -74,6 +74,7 @@ pub mod forward_ttrpc_async {
 pub use ttrpc;
 
 pub mod mount_options;
+pub mod network;
 pub mod portfwd;
 mod stats;
 pub use mount_options::MountOptions;

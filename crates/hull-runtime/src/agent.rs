@@ -100,6 +100,17 @@ impl Agent {
         Ok(r)
     }
 
+    /// Give the guest the pod's network (interfaces by MAC, addresses, MTU, routes, neighbours).
+    pub fn configure_network(&self, config: &hull_protocol::network::NetworkConfig) -> Result<()> {
+        config
+            .validate()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.client
+            .configure_network(ctx(), &config.to_request())
+            .map_err(map("ConfigureNetwork"))?;
+        Ok(())
+    }
+
     /// Create a container from a guest-side OCI spec.
     pub fn create_container(&self, id: &str, spec_json: Vec<u8>) -> Result<()> {
         let mut req = pb::CreateContainerRequest::new();

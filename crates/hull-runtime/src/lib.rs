@@ -15,6 +15,7 @@ mod guest;
 mod host;
 mod io;
 mod mounts;
+pub mod network;
 mod owner;
 mod portfwd;
 mod process;

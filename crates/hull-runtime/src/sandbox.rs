@@ -13,6 +13,7 @@ use crate::container::{self, Container};
 use crate::error::{Death, Error, Result};
 use crate::guest::Guest;
 use crate::host::{HostMounts, RealMounts};
+use crate::network::PodNetwork;
 use crate::portfwd::{self, PortForwarder};
 use crate::sharedfs::{self, SharedFs};
 use crate::vmm::{self, AccelDecision, Vm, VmSpec, Vmm};
@@ -65,6 +66,7 @@ struct Parts {
     vm: Option<Box<dyn Vm>>,
     shared_fs: Option<SharedFs>,
     portfwd: Option<PortForwarder>,
+    network: Option<PodNetwork>,
 }
 
 /// One running sandbox VM.
@@ -286,6 +288,10 @@ fn boot(
         &run_dir.join("helpers.log"),
         Some(tx.clone()),
     )?);
+    let net = match &opts.netns {
+        Some(path) => parts.network.insert(PodNetwork::setup(path)?).take_device(),
+        None => None,
+    };
     let spec = VmSpec {
         id: id.to_string(),
         run_dir: run_dir.to_path_buf(),
@@ -295,6 +301,7 @@ fn boot(
         cpus: opts.cpus.unwrap_or(cfg.hypervisor.cpus),
         memory_mib: opts.memory_mib.unwrap_or(cfg.hypervisor.memory_mib),
         shared_fs: fs.device.clone(),
+        net,
     };
     let prepare = t0.elapsed();
     let t1 = Instant::now();
@@ -351,9 +358,23 @@ fn boot(
             });
         }
     };
+    let vm_to_agent = t1.elapsed();
+    if let Some(net) = &parts.network {
+        let t2 = Instant::now();
+        agent
+            .configure_network(net.config())
+            .map_err(|e| Error::Guest {
+                what: format!(
+                    "network from {} not applied: {e}",
+                    net.netns_path().display()
+                ),
+                console_tail: console.tail(5),
+            })?;
+        tracing::debug!(sandbox = %id, ms = t2.elapsed().as_millis() as u64, "guest network configured");
+    }
     let times = BootTimes {
         prepare,
-        vm_to_agent: t1.elapsed(),
+        vm_to_agent,
     };
     tracing::info!(sandbox = %id, kernel = %check.kernel_release, agent = %check.agent_version,
         prepare_ms = times.prepare.as_millis() as u64, boot_ms = times.vm_to_agent.as_millis() as u64, "sandbox ready");
@@ -428,6 +449,10 @@ fn take_apart(id: &str, parts: &mut Parts, agent: Option<&Agent>) {
     }
     if let Some(fs) = parts.shared_fs.take() {
         fs.stop();
+    }
+    // After the VM: QEMU held the tap, which goes with its last fd.
+    if let Some(mut net) = parts.network.take() {
+        net.teardown();
     }
     tracing::debug!(sandbox = %id, "vm and helpers stopped");
 }

@@ -252,6 +252,35 @@ mod tests {
     }
 
     #[test]
+    fn containers_share_the_guest_network_namespace() {
+        use oci_spec::runtime::LinuxNamespaceBuilder;
+        let mut spec = minimal(vec!["true".into()], &[], None, false).expect("spec");
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_namespaces(Some(vec![
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path("/proc/42/ns/net")
+                .build()
+                .expect("ns"),
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Mount)
+                .build()
+                .expect("ns"),
+        ]));
+        spec.set_linux(Some(linux));
+        let (g, _) = for_guest(&spec, "c1", Path::new("/r"), None).expect("translate");
+        let types: Vec<LinuxNamespaceType> = g
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert_eq!(types, vec![LinuxNamespaceType::Mount]);
+    }
+
+    #[test]
     fn empty_args_rejected() {
         let spec = minimal(vec![], &[], None, false).expect("spec");
         assert!(validate(&spec).is_err());

@@ -1,9 +1,6 @@
 //! End to end through containerd's CRI, as kubelet drives it: a private containerd with the CRI
 //! plugin, CNI, a local registry and a locally built pause image (tests/cri_common), driven over
-//! gRPC with k8s-cri. runc proves the harness and each pod feature; hull runs the subset that
-//! works today (lifecycle side by side with runc, two containers on localhost, exec with and
-//! without a TTY, attach, logs and exit status). The hull variants of the pod features issue 8 still has
-//! to deliver are in tests/cri_pods_pending.rs (not run by `cargo test`; name it to run it).
+//! gRPC with k8s-cri. Every pod feature runs with runc (the reference) and with hull.
 //!
 //! Needs root, containerd, runc, CNI plugins in /usr/lib/cni, docker-registry, skopeo and
 //! iptables (scripts/setup.sh installs them); fails otherwise (`HULL_TEST_ALLOW_SKIP=1` skips).
@@ -95,7 +92,22 @@ fn cri_runc_logs_and_exit_status() {
     with_env(|env| scenarios::logs_and_exit_status(env, RUNC));
 }
 
-// hull: the pod features that work today (the rest are in cri_pods_pending.rs).
+// hull: the same pod features, each in its own VM.
+
+#[test]
+fn cri_hull_pod_ip_reachable_from_host() {
+    with_env(|env| scenarios::pod_ip_from_host(env, HULL));
+}
+
+#[test]
+fn cri_hull_pod_to_pod_across_two_vms() {
+    with_env(|env| scenarios::pod_to_pod(env, HULL, HULL));
+}
+
+#[test]
+fn cri_hull_and_runc_pods_reach_each_other() {
+    with_env(|env| scenarios::pod_to_pod(env, HULL, RUNC));
+}
 
 #[test]
 fn cri_hull_containers_share_localhost() {

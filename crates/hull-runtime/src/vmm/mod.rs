@@ -51,6 +51,8 @@ pub struct VmSpec {
     pub memory_mib: u32,
     /// Shared directory device.
     pub shared_fs: SharedFsDevice,
+    /// The pod's network device: a tap in the pod netns, which the VMM process must run in.
+    pub net: Option<crate::network::NetDevice>,
 }
 
 /// Something that creates VMs.

@@ -1,5 +1,4 @@
-//! Test bodies shared by tests/cri.rs (runc, and hull where it works) and
-//! tests/cri_pods_pending.rs (hull, issue 8): each takes the runtime handler, runs one pod
+//! Test bodies of tests/cri.rs: each takes the runtime handler (runc or hull), runs one pod
 //! feature through CRI as kubelet would, and removes its pods again.
 
 use std::io::{Read, Write};
@@ -235,6 +234,41 @@ pub fn pod_ip_from_host(env: &CriEnv, handler: &str) {
     assert!(body.starts_with("HTTP/1."), "{body}");
     stop_remove_ok(env, &web);
     remove_pod(env, &pod);
+}
+
+/// Pods reach each other on their IPs through the CNI bridge, both ways: a pod of handler `a`
+/// and one of handler `b` each serve HTTP and each GETs the other's page.
+pub fn pod_to_pod(env: &CriEnv, a: &str, b: &str) {
+    env.pull_busybox();
+    let pods: Vec<(Pod, String, String)> = [(a, "pa"), (b, "pb")]
+        .iter()
+        .map(|(h, name)| {
+            let pod = run_pod(env, spec::pod(&format!("{name}-{h}"), &env.log_dir()), h);
+            let web = start(env, &pod, &web_server(&format!("web-{name}")));
+            let ip = env.pod_ip(&pod.id);
+            (pod, web, ip)
+        })
+        .collect();
+    for (from, to, name) in [(0, 1, "pb"), (1, 0, "pa")] {
+        let (_, web, _) = &pods[from];
+        let ip = &pods[to].2;
+        let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {PORT}");
+        let got = retry(SERVE_TIMEOUT, || {
+            let r = env
+                .cri()
+                .exec_sync(web, &["sh", "-c", &script], 30)
+                .map_err(|e| e.to_string())?;
+            let out = String::from_utf8_lossy(&r.stdout).into_owned();
+            out.contains(&format!("hello-from-web-{name}"))
+                .then_some(out.clone())
+                .ok_or(format!("nc exit {}: {out:?}", r.exit_code))
+        })
+        .unwrap_or_else(|e| panic!("{} -> {} ({ip}): {e}", [a, b][from], [a, b][to]));
+        assert!(got.starts_with("HTTP/1."), "{got}");
+    }
+    for (pod, _, _) in &pods {
+        remove_pod(env, pod);
+    }
 }
 
 /// Two containers of one pod talk over localhost (they share the pod's network namespace).

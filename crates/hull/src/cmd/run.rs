@@ -38,6 +38,10 @@ pub struct Args {
     /// VM vCPUs.
     #[arg(long)]
     cpus: Option<u32>,
+    /// Connect the VM to the one interface of this network namespace (e.g. /var/run/netns/x)
+    /// and run it there; default: no network but loopback.
+    #[arg(long, value_name = "PATH")]
+    netns: Option<std::path::PathBuf>,
     /// Sandbox id (default: generated).
     #[arg(long)]
     id: Option<String>,
@@ -76,6 +80,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let opts = SandboxOptions {
         cpus: args.cpus,
         memory_mib: args.memory,
+        netns: args.netns.clone(),
         ..SandboxOptions::default()
     };
     let sandbox = Sandbox::create(&config, &id, &opts)?;

@@ -22,6 +22,8 @@ pub struct Launch<'a> {
     pub vsock: VsockDevice,
     /// QMP socket.
     pub control_socket: PathBuf,
+    /// The fd number the tap has in the QEMU process (when `spec.net` is set).
+    pub tap_fd: Option<i32>,
 }
 
 /// The QEMU command line for `l` (without the binary).
@@ -109,6 +111,15 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
             ]);
         }
     }
+    if let (Some(net), Some(fd)) = (&spec.net, l.tap_fd) {
+        // The tap was made (in the pod netns) by the runtime and is inherited as an fd.
+        // No vhost-net: the host may not have it, and the fd must be all QEMU needs.
+        push(&["-netdev", &format!("tap,id=net0,fd={fd},vhost=off")]);
+        push(&[
+            "-device",
+            &format!("virtio-net-device,netdev=net0,mac={}", net.mac),
+        ]);
+    }
     a
 }
 
@@ -132,6 +143,7 @@ mod tests {
             shared_fs: SharedFsDevice::VirtioFs {
                 socket: PathBuf::from("/r/fs.sock"),
             },
+            net: None,
         }
     }
 
@@ -145,6 +157,7 @@ mod tests {
                 socket: PathBuf::from("/r/vsock.vu"),
             },
             control_socket: "/r/qmp.sock".into(),
+            tap_fd: None,
         }
     }
 

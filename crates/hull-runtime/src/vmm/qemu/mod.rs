@@ -8,7 +8,8 @@ mod tsc;
 mod vsock;
 
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::{Mutex, OnceLock};
@@ -92,11 +93,15 @@ impl Vmm for Qemu {
             tcg_tb_size_mib: self.hypervisor.tcg_tb_size_mib,
             vsock: backend.device.clone(),
             control_socket: spec.run_dir.join("qmp.sock"),
+            tap_fd: spec.net.as_ref().map(|n| n.tap.as_raw_fd()),
         };
         let (console_read, console_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
         let mut cmd = Command::new(&self.binary);
         cmd.args(args::args(&launch));
+        if let Some(net) = &spec.net {
+            enter_pod_network(&mut cmd, net);
+        }
         let qemu_log = spec.run_dir.join("qemu.log");
         // On an error `backend` is dropped here, which stops its daemon.
         let daemon =
@@ -197,6 +202,29 @@ impl Vm for QemuVm {
             // exit on SIGTERM; it holds no state, so it is killed at once.
             d.stop(Duration::ZERO);
         }
+    }
+}
+
+/// Make the child run in the pod's netns and inherit the tap. The tap fd stays close-on-exec
+/// in this process (so no other child, spawned concurrently by any thread, inherits it); only
+/// the forked child clears the flag, just before exec.
+fn enter_pod_network(cmd: &mut Command, net: &crate::network::NetDevice) {
+    let tap = net.tap.clone();
+    let netns = net.netns.clone();
+    // SAFETY: the closure only calls setns and fcntl, which are async-signal-safe, on fds
+    // that the Arcs it owns keep open until the Command is dropped (after the spawn).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns.raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = tap.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
