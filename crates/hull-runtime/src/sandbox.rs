@@ -271,7 +271,11 @@ fn boot(
     t0: Instant,
     parts: &mut Parts,
 ) -> Result<Booted> {
-    // A bad namespace path fails before anything boots.
+    // A bad namespace path, or one without a usable interface, fails before anything boots.
+    let net = match &opts.netns {
+        Some(path) => parts.network.insert(PodNetwork::setup(path)?).take_device(),
+        None => None,
+    };
     let netns = opts.netns.as_deref().map(portfwd::open_netns).transpose()?;
     let shared_dir = run_dir.join("shared");
     std::fs::create_dir(&shared_dir).map_err(|e| Error::io("create shared dir", e))?;
@@ -288,10 +292,6 @@ fn boot(
         &run_dir.join("helpers.log"),
         Some(tx.clone()),
     )?);
-    let net = match &opts.netns {
-        Some(path) => parts.network.insert(PodNetwork::setup(path)?).take_device(),
-        None => None,
-    };
     let spec = VmSpec {
         id: id.to_string(),
         run_dir: run_dir.to_path_buf(),

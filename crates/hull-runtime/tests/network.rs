@@ -5,6 +5,8 @@
 //! The VM test needs an initrd whose agent knows ConfigureNetwork: it uses the config named
 //! by $HULL_CONFIG when set (as `hull` does), else the built-in defaults.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -17,10 +19,6 @@ use hull_runtime::{spec, Config, Error, Sandbox, SandboxOptions, Stdio};
 
 const RUN_ROOT: &str = "/run/hull-tests";
 const MTU: u32 = 1400;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])
@@ -141,8 +139,7 @@ fn config() -> Config {
 
 #[test]
 fn tap_and_tc_are_made_and_removed() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !common::require_root() {
         return;
     }
     let net = TestNet::new(0, true);
@@ -190,8 +187,7 @@ fn tap_and_tc_are_made_and_removed() {
 
 #[test]
 fn bad_netns_is_one_clear_error_and_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !common::require_root() {
         return;
     }
     let config = config();
@@ -339,8 +335,7 @@ fn ns_inode(path: &Path) -> u64 {
 
 #[test]
 fn guest_gets_the_pod_network() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !common::require_root() {
         return;
     }
     let config = config();

@@ -7,6 +7,8 @@
 //! The config comes from $HULL_CONFIG (else the defaults): point it at an initrd whose agent
 //! has the forward channel.
 
+mod common;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
@@ -41,6 +43,19 @@ impl Netns {
             .status()
             .expect("run ip");
         assert!(ok.success(), "lo up in {name}");
+        // A pod netns as CNI leaves it: one veth with an address (its peer stays outside).
+        let peer = format!("{}p", &name[..name.len().min(13)]);
+        for args in [
+            vec![
+                "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", name,
+            ],
+            vec!["-n", name, "addr", "add", "10.199.254.2/30", "dev", "eth0"],
+            vec!["-n", name, "link", "set", "eth0", "up"],
+            vec!["link", "set", &peer, "up"],
+        ] {
+            let ok = Command::new("ip").args(&args).status().expect("run ip");
+            assert!(ok.success(), "ip {args:?}");
+        }
         Netns {
             name: name.to_string(),
             path: PathBuf::from("/var/run/netns").join(name),
@@ -151,15 +166,11 @@ const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 #[test]
 fn port_forward_from_a_netns_reaches_guest_servers() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(
-            std::env::var_os("HULL_TEST_ALLOW_SKIP").is_some(),
-            "needs root (HULL_TEST_ALLOW_SKIP=1 to skip)"
-        );
+    if !common::require_root() {
         return;
     }
-    // The test binary's own threads are named after it (portfwd-<hash>).
-    let threads_before = threads_named("portfwd");
+    // Threads of the relay are named hull-pf-*.
+    let threads_before = threads_named("hull-pf");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rootfs = busybox_rootfs(tmp.path());
     let (mut config, _) = Config::load(None).expect("config");
@@ -280,7 +291,7 @@ fn port_forward_from_a_netns_reaches_guest_servers() {
     wait_until(
         "relay threads of ended connections to end",
         Duration::from_secs(5),
-        || threads_named("portfwd-8080").is_empty() && threads_named("portfwd-9000").is_empty(),
+        || threads_named("hull-pf-8080").is_empty() && threads_named("hull-pf-9000").is_empty(),
     );
 
     // A connection left open is cut by the stop; servers that go lose their listeners.
@@ -311,7 +322,7 @@ fn port_forward_from_a_netns_reaches_guest_servers() {
     );
 
     assert_eq!(sandbox.forwarded_ports(), (vec![], 0));
-    assert_eq!(threads_named("portfwd"), threads_before, "threads left");
+    assert_eq!(threads_named("hull-pf"), threads_before, "threads left");
     let listening = ns.run(|| {
         let mut v = Vec::new();
         for t in ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"] {
@@ -333,7 +344,7 @@ fn port_forward_from_a_netns_reaches_guest_servers() {
 
 #[test]
 fn a_missing_netns_is_refused_before_boot() {
-    if !nix::unistd::Uid::effective().is_root() {
+    if !common::require_root() {
         return;
     }
     let (mut config, _) = Config::load(None).expect("config");
@@ -345,7 +356,7 @@ fn a_missing_netns_is_refused_before_boot() {
     };
     let t = Instant::now();
     let e = Sandbox::create(&config, &id, &opts).expect_err("missing netns");
-    assert!(matches!(e, hull_runtime::Error::InvalidArgument(_)), "{e}");
+    assert!(matches!(e, hull_runtime::Error::NotFound(_)), "{e}");
     assert!(e.to_string().contains("hull-no-such-netns"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(!Path::new(RUN_ROOT).join(&id).exists());

@@ -85,7 +85,7 @@ impl Conns {
         let dial = dial.clone();
         let sandbox = sandbox.to_string();
         let spawned = std::thread::Builder::new()
-            .name(format!("portfwd-{port}"))
+            .name(format!("hull-pf-{port}"))
             .stack_size(STACK)
             .spawn(move || {
                 match relay(&conns, id, client, port, &dial) {
@@ -186,7 +186,7 @@ fn relay(
     let _ = client.set_nodelay(true);
     let (up, down) = std::thread::scope(|s| {
         let down = std::thread::Builder::new()
-            .name(format!("portfwd-{port}-down"))
+            .name(format!("hull-pf-{port}-down"))
             .stack_size(STACK)
             .spawn_scoped(s, || to_client(&guest, &client))
             .map_err(io("thread"))?;

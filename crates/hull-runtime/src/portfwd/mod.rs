@@ -117,7 +117,7 @@ impl PortForwarder {
         };
         let spawn_err = |e| Error::io("start a port-forward thread", e);
         let acceptor = std::thread::Builder::new()
-            .name("portfwd-accept".into())
+            .name("hull-pf-accept".into())
             .spawn(move || acceptor.run())
             .map_err(spawn_err)?;
         let mut pf = PortForwarder {
@@ -133,7 +133,7 @@ impl PortForwarder {
         let sandbox = id.to_string();
         pf.watcher = Some(
             std::thread::Builder::new()
-                .name("portfwd-watch".into())
+                .name("hull-pf-watch".into())
                 .spawn(move || watch(&sandbox, source, &tx, &wake_watcher, &stop))
                 .map_err(spawn_err)?,
         );

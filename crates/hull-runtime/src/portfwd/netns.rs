@@ -39,7 +39,7 @@ pub fn bind_localhost(
     let ns = ns.as_fd();
     std::thread::scope(|s| {
         std::thread::Builder::new()
-            .name("portfwd-netns".into())
+            .name("hull-pf-netns".into())
             .spawn_scoped(s, || {
                 // Only this thread changes namespace, and it ends right after binding.
                 nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
