@@ -171,3 +171,40 @@ fn cri_harness_reports_and_removes_a_pod_left_running() {
         "processes of the pod survived teardown"
     );
 }
+
+// Pod VM size, refused pods, a VM that dies, shared pid namespace, stats.
+
+#[test]
+fn cri_hull_vm_sized_from_pod_resources_and_annotations() {
+    with_env(scenarios::vm_sizing);
+}
+
+#[test]
+fn cri_hull_bad_pods_refused_with_readable_errors() {
+    with_env(scenarios::bad_pod_input);
+}
+
+#[test]
+fn cri_hull_vm_death_exits_containers_and_pod_is_removable() {
+    with_env(scenarios::vm_death);
+}
+
+#[test]
+fn cri_runc_share_process_namespace() {
+    with_env(|env| scenarios::share_process_namespace(env, RUNC));
+}
+
+#[test]
+fn cri_hull_share_process_namespace() {
+    with_env(|env| scenarios::share_process_namespace(env, HULL));
+}
+
+#[test]
+fn cri_runc_container_stats() {
+    with_env(|env| scenarios::container_stats(env, RUNC));
+}
+
+#[test]
+fn cri_hull_container_stats() {
+    with_env(|env| scenarios::container_stats(env, HULL));
+}

@@ -264,6 +264,36 @@ impl Cri {
         .map(|r| r.containers)
     }
 
+    /// ContainerStats of `id`.
+    pub fn container_stats(&self, id: &str) -> CriResult<cri::ContainerStats> {
+        let mut c = self.runtime();
+        let req = cri::ContainerStatsRequest {
+            container_id: id.to_string(),
+        };
+        self.call("ContainerStats", CALL_TIMEOUT, async move {
+            c.container_stats(req).await
+        })
+        .and_then(|r| {
+            r.stats
+                .ok_or_else(|| Status::internal("ContainerStats without stats"))
+        })
+    }
+
+    /// ListContainerStats of the containers of pod `pod`.
+    pub fn list_container_stats(&self, pod: &str) -> CriResult<Vec<cri::ContainerStats>> {
+        let mut c = self.runtime();
+        let req = cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod.to_string(),
+                ..Default::default()
+            }),
+        };
+        self.call("ListContainerStats", CALL_TIMEOUT, async move {
+            c.list_container_stats(req).await
+        })
+        .map(|r| r.stats)
+    }
+
     /// ExecSync with a timeout of `timeout_s` seconds (0: none) inside containerd.
     pub fn exec_sync(
         &self,
