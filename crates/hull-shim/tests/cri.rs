@@ -2,7 +2,9 @@
 //! plugin, CNI, a local registry and a locally built pause image (tests/cri_common), driven over
 //! gRPC with k8s-cri. runc proves the harness and each pod feature; hull runs the subset that
 //! works today (lifecycle side by side with runc, two containers on localhost, exec with and
-//! without a TTY, attach, logs and exit status). The hull variants of the pod features issue 8 still has
+//! without a TTY, attach, logs and exit status, hostname/DNS files, container restart, stop
+//! grace period, shareProcessNamespace, stats) and what only a VM has (its size from the pod,
+//! pods it refuses, its death). The hull variants of the pod features issue 8 still has
 //! to deliver are in tests/cri_pods_pending.rs (not run by `cargo test`; name it to run it).
 //!
 //! Needs root, containerd, runc, CNI plugins in /usr/lib/cni, docker-registry, skopeo and
