@@ -91,6 +91,10 @@ else
     cp -- "$repo/scripts/containerd-config.toml" "$candidate"
 fi
 if [[ -n $candidate ]]; then
+    # containerd 1.6 fills in the runc runtime only when the config names no runtime at all:
+    # with just `hull` the CRI plugin fails to load ("no corresponding runtime configured in
+    # `containerd.runtimes` for `containerd` `default_runtime_name = "runc"`").
+    toml_ensure "$candidate" "$cri.containerd.runtimes.runc" runtime_type '"io.containerd.runc.v2"'
     toml_ensure "$candidate" "$cri.containerd.runtimes.hull" runtime_type '"io.containerd.hull.v2"'
     toml_ensure "$candidate" "$cri.containerd.runtimes.hull" pod_annotations '["io.hull.*"]'
     toml_ensure "$candidate" "$cri" sandbox_image "\"$pause_name\""
@@ -180,6 +184,19 @@ elif ((start)); then
     start_containerd
 else
     echo "$prog: containerd is not running (--no-start)"
+fi
+
+# The CRI plugin loads or fails on its own (`config dump` does not check it): say why it failed.
+if answers; then
+    state=$(ctr -a "$sock" plugins ls 2>/dev/null |
+        awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" { print $4 }')
+    if [[ $state != ok ]]; then
+        why=$(grep -h 'failed to load plugin io.containerd.grpc.v1.cri' "$log" 2>/dev/null | tail -n 1 || true)
+        if [[ -n $(ours) ]]; then
+            die "containerd's CRI plugin did not load (state ${state:-missing}): ${why:-see $log}"
+        fi
+        echo "$prog: warning: containerd's CRI plugin is not loaded (state ${state:-missing}); restart containerd with $config"
+    fi
 fi
 
 # --- 5. images into containerd -------------------------------------------------------------------

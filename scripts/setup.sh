@@ -2,7 +2,8 @@
 # Install everything Hull needs on a Debian 12 machine (as root), build and install Hull,
 # build the guest kernel + initrd, make a busybox rootfs and the busybox and pause images,
 # configure containerd's CRI plugin for the `hull` handler (scripts/setup-cri.sh), start
-# containerd when nothing runs it, and run a demo VM (unless --no-demo).
+# containerd when nothing runs it, and run the demos (unless --no-demo): a VM, a `ctr run`
+# container and a Kubernetes pod through CRI (crates/hull-shim/examples/cri-demo.rs).
 # Idempotent: a second run skips what is already there. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -137,6 +138,10 @@ if ((demo)); then
     if ((containerd_up)); then
         step "demo: ctr run --runtime io.containerd.hull.v2 --rm busybox uname -r"
         ctr run --runtime io.containerd.hull.v2 --rm docker.io/library/busybox:latest "hull-demo-$$" uname -r
+        step "demo: a Kubernetes pod through CRI (RunPodSandbox with handler hull, busybox uname -r)"
+        # As kubelet drives containerd: the pod's VM, one container, its log, then both removed.
+        cargo build --release -p hull-shim --example cri-demo </dev/null
+        "$target_dir/release/examples/cri-demo" --address /run/containerd/containerd.sock
     fi
 fi
 finish_step

@@ -1,6 +1,7 @@
 //! End to end through containerd's CRI, as kubelet drives it: a private containerd with the CRI
 //! plugin, CNI, a local registry and a locally built pause image (tests/cri_common), driven over
-//! gRPC with k8s-cri. Every pod feature runs with runc (the reference) and with hull.
+//! gRPC with k8s-cri. Every pod feature runs with runc (the reference) and with hull, plus
+//! what only a VM has (its size from the pod, pods it refuses, its death).
 //!
 //! Needs root, containerd, runc, CNI plugins in /usr/lib/cni, docker-registry, skopeo and
 //! iptables (scripts/setup.sh installs them); fails otherwise (`HULL_TEST_ALLOW_SKIP=1` skips).
@@ -187,4 +188,41 @@ fn cri_harness_reports_and_removes_a_pod_left_running() {
         Vec::<String>::new(),
         "processes of the pod survived teardown"
     );
+}
+
+// Pod VM size, refused pods, a VM that dies, shared pid namespace, stats.
+
+#[test]
+fn cri_hull_vm_sized_from_pod_resources_and_annotations() {
+    with_env(scenarios::vm_sizing);
+}
+
+#[test]
+fn cri_hull_bad_pods_refused_with_readable_errors() {
+    with_env(scenarios::bad_pod_input);
+}
+
+#[test]
+fn cri_hull_vm_death_exits_containers_and_pod_is_removable() {
+    with_env(scenarios::vm_death);
+}
+
+#[test]
+fn cri_runc_share_process_namespace() {
+    with_env(|env| scenarios::share_process_namespace(env, RUNC));
+}
+
+#[test]
+fn cri_hull_share_process_namespace() {
+    with_env(|env| scenarios::share_process_namespace(env, HULL));
+}
+
+#[test]
+fn cri_runc_container_stats() {
+    with_env(|env| scenarios::container_stats(env, RUNC));
+}
+
+#[test]
+fn cri_hull_container_stats() {
+    with_env(|env| scenarios::container_stats(env, HULL));
 }

@@ -26,22 +26,40 @@ pub struct Cri {
 }
 
 impl Cri {
-    /// Connect to the unix socket `sock`.
+    /// Connect to the unix socket `sock`; panics when that fails.
     pub fn connect(sock: &str) -> Cri {
+        Self::try_connect(sock).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Connect to the unix socket `sock`, or say why not.
+    pub fn try_connect(sock: &str) -> Result<Cri, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("tokio runtime");
+            .map_err(|e| format!("tokio runtime: {e}"))?;
         let channel = rt
             .block_on(async {
                 Endpoint::from_shared(format!("unix://{sock}"))
-                    .expect("endpoint")
+                    .map_err(|e| e.to_string())?
                     .connect_timeout(Duration::from_secs(10))
                     .connect()
                     .await
+                    .map_err(|e| {
+                        // tonic's top-level text is only "transport error": add the causes.
+                        let mut text = e.to_string();
+                        let mut cause = std::error::Error::source(&e);
+                        while let Some(c) = cause {
+                            let c_text = c.to_string();
+                            if !text.contains(&c_text) {
+                                text.push_str(&format!(": {c_text}"));
+                            }
+                            cause = c.source();
+                        }
+                        text
+                    })
             })
-            .unwrap_or_else(|e| panic!("connect to CRI at {sock}: {e}"));
-        Cri { channel, rt }
+            .map_err(|e| format!("connect to CRI at {sock}: {e}"))?;
+        Ok(Cri { channel, rt })
     }
 
     /// Run `fut` on this client's runtime (for streaming helpers).
@@ -262,6 +280,36 @@ impl Cri {
                 .await
         })
         .map(|r| r.containers)
+    }
+
+    /// ContainerStats of `id`.
+    pub fn container_stats(&self, id: &str) -> CriResult<cri::ContainerStats> {
+        let mut c = self.runtime();
+        let req = cri::ContainerStatsRequest {
+            container_id: id.to_string(),
+        };
+        self.call("ContainerStats", CALL_TIMEOUT, async move {
+            c.container_stats(req).await
+        })
+        .and_then(|r| {
+            r.stats
+                .ok_or_else(|| Status::internal("ContainerStats without stats"))
+        })
+    }
+
+    /// ListContainerStats of the containers of pod `pod`.
+    pub fn list_container_stats(&self, pod: &str) -> CriResult<Vec<cri::ContainerStats>> {
+        let mut c = self.runtime();
+        let req = cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod.to_string(),
+                ..Default::default()
+            }),
+        };
+        self.call("ListContainerStats", CALL_TIMEOUT, async move {
+            c.list_container_stats(req).await
+        })
+        .map(|r| r.stats)
     }
 
     /// ExecSync with a timeout of `timeout_s` seconds (0: none) inside containerd.

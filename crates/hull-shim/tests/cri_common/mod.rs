@@ -183,6 +183,30 @@ impl CriEnv {
         Ok(id)
     }
 
+    /// Track for the leak check every task id of CRI's namespace that containerd's log names
+    /// (`.../io.containerd.runtime.v2.task/k8s.io/<id>`): also the sandboxes and containers
+    /// whose RunPodSandbox or CreateContainer failed, whose ids CRI never returned. Returns them.
+    pub fn track_ids_from_log(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.containerd().log_path()).unwrap_or_default();
+        let marker = format!("io.containerd.runtime.v2.task/{CRI_NAMESPACE}/");
+        let mut ids: Vec<String> = log
+            .match_indices(&marker)
+            .map(|(i, m)| {
+                log[i + m.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .collect::<String>()
+            })
+            .filter(|id| id.len() == 64)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        for id in &ids {
+            self.containerd().track_id_in(CRI_NAMESPACE, id);
+        }
+        ids
+    }
+
     /// The pod's network namespace path, from containerd's verbose status.
     pub fn pod_netns(&self, pod: &str) -> Option<PathBuf> {
         let st = self.cri.pod_status(pod).ok()?;
