@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hull_agent::container::{Runtime, RuntimeConfig};
 use hull_agent::AgentError;
+use hull_protocol::test_support::require;
 
 const BUSYBOX: &str = "/bin/busybox";
 const CGROUP_CANDIDATES: &[&str] = &["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
@@ -18,22 +19,6 @@ fn cgroup_root() -> Option<PathBuf> {
             && fs::read_to_string("/proc/mounts")
                 .is_ok_and(|m| m.contains(&format!(" {} cgroup2 ", p.display())))
     })
-}
-
-/// Set to `1` to let tests skip (and pass) when the host lacks what they need.
-const ALLOW_SKIP_ENV: &str = "HULL_TEST_ALLOW_SKIP";
-
-/// Whether the test can go on: true when `have`; otherwise it fails naming `need`, or, with
-/// `HULL_TEST_ALLOW_SKIP=1`, says it is skipped and returns false.
-fn require(have: bool, need: &str) -> bool {
-    if have {
-        return true;
-    }
-    if std::env::var_os(ALLOW_SKIP_ENV).is_some_and(|v| v == "1") {
-        eprintln!("skipped: needs {need} ({ALLOW_SKIP_ENV}=1)");
-        return false;
-    }
-    panic!("this test needs {need}; provide it, or set {ALLOW_SKIP_ENV}=1 to skip such tests");
 }
 
 /// Root, busybox and cgroup2 are needed: without them the test fails (see [`require`]).

@@ -77,6 +77,8 @@ pub mod mount_options;
 pub mod network;
 pub mod portfwd;
 mod stats;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub use mount_options::MountOptions;
 pub use stats::ContainerStats;
 

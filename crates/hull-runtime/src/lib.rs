@@ -23,7 +23,7 @@ mod sandbox;
 mod sharedfs;
 pub mod spec;
 #[cfg(test)]
-mod test_support;
+use hull_protocol::test_support;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod vmm;

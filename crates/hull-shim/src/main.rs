@@ -12,7 +12,7 @@ mod shim;
 mod socket;
 mod task;
 #[cfg(test)]
-mod test_support;
+use hull_protocol::test_support;
 
 fn main() {
     let config = containerd_shim::Config {

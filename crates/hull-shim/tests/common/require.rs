@@ -1,23 +1,6 @@
-//! What these tests need from the host (root, containerd, ctr, busybox, script): a test whose
-//! requirement is missing fails, unless `HULL_TEST_ALLOW_SKIP=1` lets it skip with a message.
+//! What these tests need from the host: a test whose requirement is missing fails, unless
+//! `HULL_TEST_ALLOW_SKIP=1` lets it skip with a message (see hull_protocol::test_support).
 
-/// Set to `1` to let tests skip (and pass) when the host lacks what they need.
-pub const ALLOW_SKIP_ENV: &str = "HULL_TEST_ALLOW_SKIP";
-
-/// Whether the test can go on: true when `have`; otherwise it fails naming `need`, or, with
-/// `HULL_TEST_ALLOW_SKIP=1`, says it is skipped and returns false (the test then returns).
-pub fn require(have: bool, need: &str) -> bool {
-    if have {
-        return true;
-    }
-    if std::env::var_os(ALLOW_SKIP_ENV).is_some_and(|v| v == "1") {
-        eprintln!("skipped: needs {need} ({ALLOW_SKIP_ENV}=1)");
-        return false;
-    }
-    panic!("this test needs {need}; provide it, or set {ALLOW_SKIP_ENV}=1 to skip such tests");
-}
-
-/// [`require`] root.
-pub fn require_root() -> bool {
-    require(nix::unistd::geteuid().is_root(), "root")
-}
+// Each test binary uses a different part of this.
+#[allow(unused_imports)]
+pub use hull_protocol::test_support::{require, require_root, ALLOW_SKIP_ENV};

@@ -1,5 +1,7 @@
-//! What this crate's unit tests need from the host (root): a test whose requirement is
-//! missing fails, unless `HULL_TEST_ALLOW_SKIP=1` lets it skip with a message.
+//! What Hull's tests need from the host (root, busybox-static, ...): a test whose
+//! requirement is missing fails, unless `HULL_TEST_ALLOW_SKIP=1` lets it skip with a message.
+
+use std::path::Path;
 
 /// Set to `1` to let tests skip (and pass) when the host lacks what they need.
 pub const ALLOW_SKIP_ENV: &str = "HULL_TEST_ALLOW_SKIP";
@@ -20,4 +22,9 @@ pub fn require(have: bool, need: &str) -> bool {
 /// [`require`] root.
 pub fn require_root() -> bool {
     require(nix::unistd::Uid::effective().is_root(), "root")
+}
+
+/// [`require`] that `path` exists; `what` says which package provides it.
+pub fn require_file(path: &Path, what: &str) -> bool {
+    require(path.exists(), &format!("{} ({what})", path.display()))
 }
