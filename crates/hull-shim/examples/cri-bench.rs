@@ -19,7 +19,8 @@
 //! bench/cri.sh [RUNS]     # builds the release shim and this example, installs wrk, runs it
 //! cri-bench [--runs N] [--wrk-secs S] [--bulk-mib M] [--cmdline TEXT]
 //! ```
-//! Env: as the harness: `HULL_SHIM_DIR` (the shim containerd runs), `HULL_CONFIG`.
+//! Env: as the harness: `HULL_SHIM_DIR` (the shim containerd runs), `HULL_CONFIG`;
+//! `CRI_BENCH_LOG=FILE` keeps a copy of containerd's log (with the shims' lines) there.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -648,20 +649,25 @@ fn accelerator(env: &CriEnv) -> String {
         .unwrap_or_else(|| "? (not logged)".into())
 }
 
-/// `boot_ms` (QEMU start -> agent ready) of each of `pods` from the shim's "sandbox ready" line
-/// in containerd's log.
-fn boot_ms(env: &CriEnv, pods: &[String]) -> Vec<f64> {
+/// (`prepare_ms`, `boot_ms`) of each of `pods` from the shim's "sandbox ready" line in
+/// containerd's log: the shim's work before QEMU starts (helpers, pod network), and QEMU start
+/// -> agent ready.
+fn boot_ms(env: &CriEnv, pods: &[String]) -> Vec<(f64, f64)> {
     let log = std::fs::read_to_string(env.containerd().log_path()).unwrap_or_default();
     pods.iter()
         .filter_map(|id| {
             let key = format!("sandbox={id}");
-            log.lines()
+            let line = log
+                .lines()
                 .filter(|l| l.contains("sandbox ready"))
-                .find(|l| l.split_whitespace().any(|w| w == key))?
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("boot_ms="))?
-                .parse()
-                .ok()
+                .find(|l| l.split_whitespace().any(|w| w == key))?;
+            let field = |name: &str| -> Option<f64> {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))?
+                    .parse()
+                    .ok()
+            };
+            Some((field("prepare_ms=")?, field("boot_ms=")?))
         })
         .collect()
 }
@@ -671,7 +677,7 @@ fn fmt_ms(v: &[f64]) -> String {
     format!("{m:.0} ms ({lo:.0}-{hi:.0})")
 }
 
-fn report(a: &Args, f: &Figures, boot: &[f64], header: &str) -> String {
+fn report(a: &Args, f: &Figures, boot: &[(f64, f64)], header: &str) -> String {
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
@@ -718,11 +724,13 @@ fn report(a: &Args, f: &Figures, boot: &[f64], header: &str) -> String {
         ""
     ));
     line(format!(
-        "| hull RunPodSandbox: of it QEMU start -> agent ready (the shim's `boot_ms`), median | | {} | |",
+        "| of hull's RunPodSandbox: shim before QEMU (`prepare_ms`) / QEMU start -> agent ready (`boot_ms`), medians | | {} | |",
         if boot.is_empty() {
             "not logged".to_string()
         } else {
-            format!("{:.0} ms", median(boot))
+            let p: Vec<f64> = boot.iter().map(|b| b.0).collect();
+            let b: Vec<f64> = boot.iter().map(|b| b.1).collect();
+            format!("{:.0} / {:.0} ms", median(&p), median(&b))
         }
     ));
     let removal = |r: &StartRun| r.stop + r.remove;
@@ -848,6 +856,15 @@ fn main() -> ExitCode {
     let mut figures = Figures::default();
     let result = measure(&env, &args, &mut figures);
     let boot = boot_ms(&env, &figures.hull_pods);
+    if let Some(keep) = std::env::var_os("CRI_BENCH_LOG") {
+        match std::fs::copy(env.containerd().log_path(), &keep) {
+            Ok(_) => eprintln!(
+                "cri-bench: containerd's log copied to {}",
+                keep.to_string_lossy()
+            ),
+            Err(e) => eprintln!("cri-bench: copy containerd's log: {e}"),
+        }
+    }
     let header = format!(
         "{}, {} cores, {}, hull accelerator {}; runc and hull alternating, {} runs each after one \
          warm-up each.",
