@@ -100,13 +100,14 @@ disabled_plugins = [{cri_disabled}
 
 /// containerd's PATH: the shim under test first, then the usual system directories, then ours.
 pub fn containerd_path() -> String {
+    // Cargo names the shim it built for integration tests only; an example
+    // (target/<profile>/examples/NAME) looks in its profile directory.
+    let built = option_env!("CARGO_BIN_EXE_containerd-shim-hull-v2")
+        .map(PathBuf::from)
+        .or_else(|| Some(std::env::current_exe().ok()?.parent()?.to_path_buf()));
     let shim_dir = std::env::var_os("HULL_SHIM_DIR")
         .map(PathBuf::from)
-        .or_else(|| {
-            Path::new(env!("CARGO_BIN_EXE_containerd-shim-hull-v2"))
-                .parent()
-                .map(Path::to_path_buf)
-        });
+        .or_else(|| built.as_deref()?.parent().map(Path::to_path_buf));
     let mut dirs: Vec<PathBuf> = shim_dir.into_iter().collect();
     dirs.extend(
         [

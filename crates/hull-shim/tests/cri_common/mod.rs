@@ -294,10 +294,12 @@ impl CriEnv {
 }
 
 /// Copy a failed test's containerd log (with the shims' logs in it) to
-/// `$CARGO_TARGET_TMPDIR/cri-logs/<private dir name>.log`, outside the directory teardown removes.
+/// `$CARGO_TARGET_TMPDIR/cri-logs/<private dir name>.log` (an example: the temp dir's
+/// `cri-logs`), outside the directory teardown removes.
 fn keep_log(log: &Path) -> Option<PathBuf> {
     let name = log.parent()?.file_name()?.to_string_lossy().into_owned();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cri-logs");
+    let tmp = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = tmp.join("cri-logs");
     std::fs::create_dir_all(&dir).ok()?;
     let kept = dir.join(format!("{name}.log"));
     std::fs::copy(log, &kept).ok()?;
