@@ -3,7 +3,7 @@
 # CRI tests need (scripts/setup.sh: containerd 1.6, runc, QEMU, CNI plugins, docker-registry,
 # skopeo, iptables), plus wrk (installed from Debian here if missing).
 #   bench/cri.sh [RUNS]         default RUNS=7
-# Builds the release shim and the example crates/hull-shim/examples/cri-bench.rs, which starts a
+# Builds the release shim and the example crates/hull-shim/examples/cri-bench/, which starts a
 # private containerd with CRI (the CRI test harness: own CNI subnet, local registry, busybox) and
 # prints a markdown table for docs/performance.md: pod start (RunPodSandbox + CreateContainer +
 # StartContainer) and its split, HTTP requests/s (wrk -> busybox httpd on the pod IP), bulk TCP
