@@ -294,14 +294,6 @@ impl Agent {
             .map_err(map("RemoveProcess"))?;
         Ok(())
     }
-
-    /// Ask the guest to power off.
-    pub fn shutdown(&self, timeout: Duration) -> Result<()> {
-        self.client
-            .shutdown(context::with_duration(timeout), &pb::Empty::new())
-            .map_err(map("Shutdown"))?;
-        Ok(())
-    }
 }
 
 fn ctx() -> context::Context {

@@ -132,15 +132,10 @@ impl Guest {
         self.agent.disconnect();
     }
 
-    /// Mark the sandbox stopped: later calls fail with FailedPrecondition. Returns whether the
-    /// VM was still healthy (no death recorded).
-    pub fn mark_stopped(&self) -> bool {
-        let mut life = lock(&self.life);
-        life.stopped = true;
-        let healthy = life.death.is_none();
-        drop(life);
+    /// Mark the sandbox stopped: later calls fail with FailedPrecondition.
+    pub fn mark_stopped(&self) {
+        lock(&self.life).stopped = true;
         self.changed.notify_all();
-        healthy
     }
 
     /// Where the pod's namespaces are.
@@ -161,9 +156,9 @@ impl Guest {
         lock(&self.life).death.clone()
     }
 
-    /// The raw agent, for the orderly power-off during stop.
-    pub fn agent_for_shutdown(&self) -> &Agent {
-        &self.agent
+    /// Cut the agent connection: every pending and later call fails at once.
+    pub fn disconnect(&self) {
+        self.agent.disconnect();
     }
 
     /// Wait up to `timeout` for the console reader to see the end of the console (the VMM

@@ -142,7 +142,7 @@ impl Sandbox {
                 })
             }
             Err(e) => {
-                take_apart(id, &mut parts, None);
+                take_apart(id, &mut parts);
                 remove_run_dir(id, &run_dir, seams.mounts.as_ref());
                 Err(e)
             }
@@ -216,18 +216,14 @@ impl Sandbox {
         container::create(&self.guest, id, spec, rootfs)
     }
 
-    /// Power the guest off and remove everything the sandbox made on the host. Idempotent;
+    /// Stop the VM (QMP quit, then kill) and remove everything the sandbox made on the host. Idempotent;
     /// containers and processes of the sandbox fail with FailedPrecondition afterwards.
     pub fn stop(&self) -> Result<()> {
         let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut parts) = parts {
-            let healthy = self.guest.mark_stopped();
-            take_apart(
-                &self.id,
-                &mut parts,
-                healthy.then(|| self.guest.agent_for_shutdown()),
-            );
-            self.guest.agent_for_shutdown().disconnect();
+            self.guest.mark_stopped();
+            take_apart(&self.id, &mut parts);
+            self.guest.disconnect();
             // The VMM is gone, so the console reaches EOF; its reader must be done with its
             // file before the run directory goes.
             if !self.guest.console_closed(Duration::from_secs(2)) {
@@ -434,17 +430,14 @@ fn spawn_monitor(
         });
 }
 
-/// Stop the VM (after an orderly power-off through `agent` when given) and the daemons.
-fn take_apart(id: &str, parts: &mut Parts, agent: Option<&Agent>) {
+/// Stop the VM and the daemons. No orderly guest power-off: the exits have been reported,
+/// nothing in the guest outlives the sandbox, and the shared directory is written through
+/// (virtio-fs without writeback, 9p without cache), so QMP `quit` loses nothing.
+fn take_apart(id: &str, parts: &mut Parts) {
     if let Some(mut pf) = parts.portfwd.take() {
         pf.stop();
     }
     if let Some(vm) = parts.vm.take() {
-        if let Some(agent) = agent {
-            if vm.exited().is_none() && agent.shutdown(Duration::from_secs(2)).is_ok() {
-                vm.wait_exit(Duration::from_secs(5));
-            }
-        }
         vm.stop(Duration::from_secs(2));
     }
     if let Some(fs) = parts.shared_fs.take() {
