@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hull_runtime::network::{leftovers, PodNetwork, TAP_NAME};
@@ -238,32 +237,14 @@ fn bad_netns_is_one_clear_error_and_leaves_nothing() {
     );
 }
 
-/// A Write that collects into a shared buffer.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "www"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static must be installed");
-    for applet in [
-        "sh", "sleep", "cat", "ip", "ping", "wget", "nc", "httpd", "hostname",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
-    }
+    let root = common::busybox_rootfs(
+        dir,
+        &[
+            "sh", "sleep", "cat", "ip", "ping", "wget", "nc", "httpd", "hostname",
+        ],
+    );
+    std::fs::create_dir_all(root.join("www")).expect("mkdir www");
     std::fs::write(root.join("www/index.html"), "hello-from-guest\n").expect("index");
     root
 }
@@ -296,7 +277,7 @@ fn exec(
 ) -> (i32, String) {
     let mut p = process.clone();
     p.set_args(Some(vec!["sh".into(), "-c".into(), cmd.into()]));
-    let out = Sink::default();
+    let out = common::Sink::default();
     let e = c
         .exec(
             id,
@@ -309,7 +290,7 @@ fn exec(
         )
         .unwrap_or_else(|e| panic!("exec {cmd}: {e}"));
     let status = e.wait().expect("wait").status;
-    let text = String::from_utf8_lossy(&out.0.lock().expect("lock")).into_owned();
+    let text = out.text();
     (status, text)
 }
 
@@ -469,7 +450,7 @@ fn guest_gets_the_pod_network() {
     let c2 = sandbox
         .create_container("client", &spec2, &rootfs)
         .expect("create client");
-    let out = Sink::default();
+    let out = common::Sink::default();
     let p = c2
         .start(Stdio {
             stdin: None,
@@ -478,7 +459,7 @@ fn guest_gets_the_pod_network() {
         })
         .expect("start client");
     assert_eq!(p.wait().expect("wait client").status, 0);
-    let text = String::from_utf8_lossy(&out.0.lock().expect("lock")).into_owned();
+    let text = out.text();
     assert!(
         text.contains("hello-from-guest") && text.contains(&net.pod_ip),
         "{text}"

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hull_runtime::{spec, Config, Sandbox, SandboxOptions, Stdio};
+use common::{busybox_rootfs, quiet};
+use hull_runtime::{spec, Config, Sandbox, SandboxOptions};
 
 const RUN_ROOT: &str = "/run/hull-tests";
 const BIG_MIB: usize = 32;
@@ -81,28 +82,6 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
-    }
-}
-
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    for d in ["proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static must be installed");
-    for applet in ["sh", "sleep", "echo", "cat", "dd", "httpd", "nc", "kill"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
-    }
-    root
-}
-
-fn quiet() -> Stdio {
-    Stdio {
-        stdin: None,
-        stdout: Box::new(std::io::sink()),
-        stderr: Some(Box::new(std::io::sink())),
     }
 }
 
@@ -172,7 +151,10 @@ fn port_forward_from_a_netns_reaches_guest_servers() {
     // Threads of the relay are named hull-pf-*.
     let threads_before = threads_named("hull-pf");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let rootfs = busybox_rootfs(tmp.path());
+    let rootfs = busybox_rootfs(
+        tmp.path(),
+        &["sh", "sleep", "echo", "cat", "dd", "httpd", "nc", "kill"],
+    );
     let (mut config, _) = Config::load(None).expect("config");
     config.runtime.run_dir = PathBuf::from(RUN_ROOT);
     let ns = Netns::new(&format!("hullpf{}", std::process::id()));

@@ -1,60 +1,19 @@
 //! Integration: the library API against a real VM. A sandbox holds a long-running container,
 //! an extra process is exec'd into it, signals reach it, and stopping removes everything.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod common;
 
+use std::path::PathBuf;
+
+use common::{busybox_rootfs, quiet, Sink};
 use hull_runtime::{spec, Config, Error, Sandbox, SandboxOptions, Stdio};
 
 const RUN_ROOT: &str = "/run/hull-tests";
 
-/// A Write that collects into a shared buffer.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sink {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-}
-
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    for d in ["proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static must be installed");
-    for applet in ["sh", "sleep", "echo", "cat", "hostname"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
-    }
-    root
-}
-
-fn quiet() -> Stdio {
-    Stdio {
-        stdin: None,
-        stdout: Box::new(std::io::sink()),
-        stderr: Some(Box::new(std::io::sink())),
-    }
-}
-
 #[test]
 fn exec_and_signals_in_a_running_container() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let rootfs = busybox_rootfs(tmp.path());
+    let rootfs = busybox_rootfs(tmp.path(), &["sh", "sleep", "echo", "cat", "hostname"]);
     let mut config = Config::defaults();
     config.runtime.run_dir = PathBuf::from(RUN_ROOT);
     let id = format!("lib-exec-{}", std::process::id());
