@@ -226,3 +226,8 @@ fn cri_runc_container_stats() {
 fn cri_hull_container_stats() {
     with_env(|env| scenarios::container_stats(env, HULL));
 }
+
+#[test]
+fn cri_container_resources_runc_and_hull_alike() {
+    with_env(|env| scenarios::container_resources(env, &[RUNC, HULL]));
+}
