@@ -249,6 +249,17 @@ impl Agent {
         Ok(())
     }
 
+    /// Apply new limits (`linux.resources` as JSON) to a container's cgroup.
+    pub fn update_container(&self, id: &str, resources_json: Vec<u8>) -> Result<()> {
+        let mut req = pb::UpdateContainerRequest::new();
+        req.container_id = id.to_string();
+        req.resources_json = resources_json;
+        self.client
+            .update_container(ctx(), &req)
+            .map_err(map("UpdateContainer"))?;
+        Ok(())
+    }
+
     /// Freeze (`true`) or thaw a container's processes.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
         let req = creq(id);

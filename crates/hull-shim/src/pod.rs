@@ -524,6 +524,20 @@ impl Pod {
         Ok(())
     }
 
+    /// Apply new resource limits to the task's container (containerd's Update).
+    pub fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let container = self.with_task(id, |task| {
+            if task.init.status != Status::Running {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "task {id} is not running"
+                )));
+            }
+            Ok(task.container.clone())
+        })?;
+        container.update(resources)?;
+        Ok(())
+    }
+
     fn container(&self, id: &str) -> Result<Container> {
         self.with_task(id, |t| Ok(t.container.clone()))
     }

@@ -231,3 +231,8 @@ fn cri_hull_container_stats() {
 fn cri_container_resources_runc_and_hull_alike() {
     with_env(|env| scenarios::container_resources(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_update_container_resources_runc_and_hull_alike() {
+    with_env(|env| scenarios::update_container_resources(env, &[RUNC, HULL]));
+}

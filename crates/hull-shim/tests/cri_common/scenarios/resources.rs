@@ -86,3 +86,49 @@ pub fn container_resources(env: &CriEnv, handlers: &[&str]) {
         assert_eq!(limits, want, "{handler}");
     }
 }
+
+/// UpdateContainerResources of a running container (memory 64Mi to 96Mi, quota halved) with
+/// each of `handlers`: the new limits are what the container reads, the same everywhere.
+pub fn update_container_resources(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    let mut seen = Vec::new();
+    for &handler in handlers {
+        let pod = run_pod(env, spec::pod("update", &env.log_dir()), handler);
+        let id = start(env, &pod, &limited("updated"));
+        let (before, _) = read_limits(env, &id);
+        env.cri()
+            .update_container_resources(
+                &id,
+                cri::LinuxContainerResources {
+                    memory_limit_in_bytes: 96 * MIB,
+                    cpu_quota: 25_000,
+                    cpu_period: 100_000,
+                    cpu_shares: 512,
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{handler}: UpdateContainerResources: {e}\n{}",
+                    env.log_tail()
+                )
+            });
+        let (after, cpu) = read_limits(env, &id);
+        eprintln!("{handler}: before {before}; after {after} {cpu}");
+        seen.push((handler, before, after));
+        stop_remove_ok(env, &id);
+        remove_pod(env, &pod);
+    }
+    for (handler, before, after) in seen {
+        assert_eq!(
+            before,
+            format!("memory={} cpu=50000 100000 pids=max", 64 * MIB),
+            "{handler}"
+        );
+        assert_eq!(
+            after,
+            format!("memory={} cpu=25000 100000 pids=max", 96 * MIB),
+            "{handler}"
+        );
+    }
+}
