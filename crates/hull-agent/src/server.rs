@@ -127,6 +127,9 @@ impl Agent for AgentService {
         )?;
         let mut r = WaitProcessResponse::new();
         r.exit_status = status;
+        if req.exec_id.is_empty() {
+            r.oom_killed = self.runtime.oom_killed(&req.container_id);
+        }
         Ok(r)
     }
 

@@ -159,8 +159,9 @@ impl Agent {
         Ok(())
     }
 
-    /// Wait for a process to exit (no timeout); returns its status (code, or 128+signal).
-    pub fn wait(&self, id: &str, exec_id: &str) -> Result<i32> {
+    /// Wait for a process to exit (no timeout); returns its status (code, or 128+signal) and
+    /// whether its container had a process OOM-killed (init processes only).
+    pub fn wait(&self, id: &str, exec_id: &str) -> Result<(i32, bool)> {
         let r = self
             .client
             .wait_process(context::with_timeout(0), &preq(id, exec_id))
@@ -171,7 +172,7 @@ impl Agent {
                 r.exit_status
             )));
         }
-        Ok(r.exit_status)
+        Ok((r.exit_status, r.oom_killed))
     }
 
     /// Write stdin; returns how many bytes the agent took.

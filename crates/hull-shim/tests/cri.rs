@@ -236,3 +236,8 @@ fn cri_container_resources_runc_and_hull_alike() {
 fn cri_update_container_resources_runc_and_hull_alike() {
     with_env(|env| scenarios::update_container_resources(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_oom_killed_runc_and_hull_alike() {
+    with_env(|env| scenarios::oom_killed(env, &[RUNC, HULL]));
+}

@@ -155,6 +155,15 @@ impl Cgroup {
         }
     }
 
+    /// How many processes the kernel OOM-killed in this cgroup (memory.events `oom_kill`).
+    pub fn oom_kills(&self) -> u64 {
+        fs::read_to_string(self.dir.join("memory.events"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Usage counters; what the kernel does not provide reads as 0.
     pub fn stats(&self) -> ContainerStats {
         let read = |f: &str| fs::read_to_string(self.dir.join(f)).unwrap_or_default();
@@ -306,6 +315,9 @@ mod tests {
         w("memory.max", "max\n");
         w("pids.current", "3\n");
         w("pids.max", "100\n");
+        assert_eq!(cg.oom_kills(), 0);
+        w("memory.events", "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n");
+        assert_eq!(cg.oom_kills(), 1);
         let s = cg.stats();
         assert_eq!(
             (s.cpu_usage_usec, s.cpu_user_usec, s.cpu_system_usec),

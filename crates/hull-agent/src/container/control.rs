@@ -44,6 +44,11 @@ impl Runtime {
         Ok(())
     }
 
+    /// Whether the kernel OOM-killed a process of container `id` (false if it is gone).
+    pub fn oom_killed(&self, id: &str) -> bool {
+        self.container(id).is_ok_and(|c| c.cgroup.oom_kills() > 0)
+    }
+
     /// Guest pids of every process in container `id`.
     pub fn pids(&self, id: &str) -> Result<Vec<u32>, AgentError> {
         let c = self.container(id)?;

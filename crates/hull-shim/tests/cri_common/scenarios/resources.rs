@@ -132,3 +132,40 @@ pub fn update_container_resources(env: &CriEnv, handlers: &[&str]) {
         );
     }
 }
+
+/// A container over its 32Mi memory limit (busybox `tail` keeps a newline-free stream in
+/// memory) with each of `handlers`: OOM-killed, ContainerStatus exit 137 reason OOMKilled.
+pub fn oom_killed(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    for &handler in handlers {
+        let pod = run_pod(env, spec::pod("oom", &env.log_dir()), handler);
+        let mut c = spec::container("hog", &["sh", "-c", "head -c 512m /dev/zero | tail"]);
+        if let Some(linux) = c.linux.as_mut() {
+            linux.resources = Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 32 * MIB,
+                ..Default::default()
+            });
+        }
+        let id = start(env, &pod, &c);
+        let st = retry(Duration::from_secs(60), || {
+            let st = env.cri().container_status(&id).map_err(|e| e.to_string())?;
+            (cri::ContainerState::try_from(st.state) == Ok(cri::ContainerState::ContainerExited))
+                .then_some(st.clone())
+                .ok_or(format!("{st:?}"))
+        })
+        .unwrap_or_else(|e| panic!("{handler}: the hog did not exit: {e}"));
+        eprintln!(
+            "{handler}: exit {} reason {:?} message {:?}",
+            st.exit_code, st.reason, st.message
+        );
+        assert_eq!(
+            (st.exit_code, st.reason.as_str()),
+            (137, "OOMKilled"),
+            "{handler}"
+        );
+        env.cri()
+            .remove_container(&id)
+            .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
+        remove_pod(env, &pod);
+    }
+}
