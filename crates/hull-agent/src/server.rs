@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use hull_protocol::agent::{
     CheckRequest, CheckResponse, ConfigureNetworkRequest, ContainerRequest, CreateContainerRequest,
     Empty, ExecProcessRequest, PidsResponse, ProcessRequest, ReadStreamRequest, ReadStreamResponse,
-    ResizeTtyRequest, SignalProcessRequest, StartResponse, StatsResponse, WaitProcessResponse,
-    WriteStdinRequest, WriteStdinResponse,
+    ResizeTtyRequest, SignalProcessRequest, StartResponse, StatsResponse, UpdateContainerRequest,
+    WaitProcessResponse, WriteStdinRequest, WriteStdinResponse,
 };
 use hull_protocol::agent_ttrpc_async::{create_agent, Agent};
 use hull_protocol::forward_ttrpc_async::{create_forward, Forward};
@@ -127,6 +127,9 @@ impl Agent for AgentService {
         )?;
         let mut r = WaitProcessResponse::new();
         r.exit_status = status;
+        if req.exec_id.is_empty() {
+            r.oom_killed = self.runtime.oom_killed(&req.container_id);
+        }
         Ok(r)
     }
 
@@ -199,6 +202,16 @@ impl Agent for AgentService {
         log_err(
             "ResumeContainer",
             self.runtime.freeze(&req.container_id, false).await,
+        )?;
+        Ok(Empty::new())
+    }
+
+    async fn update_container(&self, _: &TtrpcContext, req: UpdateContainerRequest) -> Res<Empty> {
+        log_err(
+            "UpdateContainer",
+            self.runtime
+                .update(&req.container_id, &req.resources_json)
+                .await,
         )?;
         Ok(Empty::new())
     }

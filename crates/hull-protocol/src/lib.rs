@@ -100,6 +100,8 @@ pub const MAX_READ_CHUNK: u32 = 64 * 1024;
 pub const MAX_WRITE_CHUNK: usize = 64 * 1024;
 /// Largest OCI spec accepted by CreateContainer/ExecProcess.
 pub const MAX_SPEC_LEN: usize = 1024 * 1024;
+/// Largest `linux.resources` JSON UpdateContainer accepts.
+pub const MAX_RESOURCES_LEN: usize = 64 * 1024;
 /// Longest container or exec id.
 pub const MAX_ID_LEN: usize = 128;
 /// Most pids a ListPids reply may carry.

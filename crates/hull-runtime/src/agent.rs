@@ -159,8 +159,9 @@ impl Agent {
         Ok(())
     }
 
-    /// Wait for a process to exit (no timeout); returns its status (code, or 128+signal).
-    pub fn wait(&self, id: &str, exec_id: &str) -> Result<i32> {
+    /// Wait for a process to exit (no timeout); returns its status (code, or 128+signal) and
+    /// whether its container had a process OOM-killed (init processes only).
+    pub fn wait(&self, id: &str, exec_id: &str) -> Result<(i32, bool)> {
         let r = self
             .client
             .wait_process(context::with_timeout(0), &preq(id, exec_id))
@@ -171,7 +172,7 @@ impl Agent {
                 r.exit_status
             )));
         }
-        Ok(r.exit_status)
+        Ok((r.exit_status, r.oom_killed))
     }
 
     /// Write stdin; returns how many bytes the agent took.
@@ -246,6 +247,17 @@ impl Agent {
         self.client
             .remove_container(ctx(), &req)
             .map_err(map("RemoveContainer"))?;
+        Ok(())
+    }
+
+    /// Apply new limits (`linux.resources` as JSON) to a container's cgroup.
+    pub fn update_container(&self, id: &str, resources_json: Vec<u8>) -> Result<()> {
+        let mut req = pb::UpdateContainerRequest::new();
+        req.container_id = id.to_string();
+        req.resources_json = resources_json;
+        self.client
+            .update_container(ctx(), &req)
+            .map_err(map("UpdateContainer"))?;
         Ok(())
     }
 

@@ -124,6 +124,22 @@ impl Container {
         self.guest.call(|a| a.set_paused(&self.id, paused))
     }
 
+    /// Apply new resource limits to the container's cgroup in the guest (as runc update does).
+    pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        self.guest.known(&self.id)?;
+        let json = serde_json::to_vec(resources)
+            .map_err(|e| Error::InvalidArgument(format!("resources: {e}")))?;
+        if json.len() > hull_protocol::MAX_RESOURCES_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "resources of {} bytes exceed {}",
+                json.len(),
+                hull_protocol::MAX_RESOURCES_LEN
+            )));
+        }
+        self.guest
+            .call(|a| a.update_container(&self.id, json.clone()))
+    }
+
     /// Guest pids of the container's processes.
     pub fn pids(&self) -> Result<Vec<u32>> {
         self.guest.known(&self.id)?;

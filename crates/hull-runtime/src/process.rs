@@ -18,6 +18,8 @@ pub struct Exit {
     pub status: i32,
     /// Whether all of its output was copied before `wait` returned.
     pub drained: bool,
+    /// The container's memory limit made the kernel kill a process of it (init only).
+    pub oom_killed: bool,
 }
 
 /// A running (or exited) process of a container.
@@ -77,9 +79,11 @@ impl Process {
             tracing::warn!(container = %self.container, exec = %self.exec_id,
                 "output still open after exit; returning the exit anyway");
         }
+        let (status, oom_killed) = status?;
         Ok(Exit {
-            status: status?,
+            status,
             drained,
+            oom_killed,
         })
     }
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed,
-    TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
@@ -31,6 +31,8 @@ pub enum Event {
         status: u32,
         at: SystemTime,
     },
+    /// A process of the task's container was OOM-killed.
+    Oom { id: String },
     /// A task was deleted.
     Delete {
         id: String,
@@ -78,6 +80,11 @@ impl Event {
                 e.container_id = id;
                 e.pid = pid;
                 (topics::TASK_START_EVENT_TOPIC, Box::new(e))
+            }
+            Event::Oom { id } => {
+                let mut e = TaskOOM::new();
+                e.container_id = id;
+                (topics::TASK_OOM_EVENT_TOPIC, Box::new(e))
             }
             Event::Exit {
                 id,

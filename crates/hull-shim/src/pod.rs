@@ -370,7 +370,14 @@ impl Pod {
     /// Waiter thread body: the exit from the guest (output drained), recorded and announced.
     fn wait_exit(&self, process: &hull_runtime::Process, id: &str, exec_id: &str, pid: u32) {
         let status = match process.wait() {
-            Ok(exit) => u32::try_from(exit.status).unwrap_or(SANDBOX_LOST_STATUS),
+            Ok(exit) => {
+                if exit.oom_killed && exec_id.is_empty() {
+                    // containerd marks the container OOMKilled on this, before the exit.
+                    tracing::info!(task = id, "container had a process OOM-killed");
+                    self.events.send(Event::Oom { id: id.to_string() });
+                }
+                u32::try_from(exit.status).unwrap_or(SANDBOX_LOST_STATUS)
+            }
             Err(e) => {
                 tracing::error!(task = id, exec = exec_id, error = %e, "lost the process");
                 SANDBOX_LOST_STATUS
@@ -521,6 +528,20 @@ impl Pod {
         } else {
             Event::Resumed { id: id.to_string() }
         });
+        Ok(())
+    }
+
+    /// Apply new resource limits to the task's container (containerd's Update).
+    pub fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let container = self.with_task(id, |task| {
+            if task.init.status != Status::Running {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "task {id} is not running"
+                )));
+            }
+            Ok(task.container.clone())
+        })?;
+        container.update(resources)?;
         Ok(())
     }
 

@@ -196,8 +196,21 @@ impl Task for TaskService {
         Ok(empty())
     }
 
-    fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
-        Err(ShimError::Unimplemented("updating resources").into())
+    fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        let any = req.resources.as_ref().ok_or(ShimError::InvalidArgument(
+            "update without resources".into(),
+        ))?;
+        if !any.type_url.ends_with("LinuxResources") {
+            return Err(ShimError::InvalidArgument(format!(
+                "resources of type {:?}, want LinuxResources",
+                any.type_url
+            ))
+            .into());
+        }
+        let resources = serde_json::from_slice(&any.value)
+            .map_err(|e| ShimError::InvalidArgument(format!("resources JSON: {e}")))?;
+        self.pod.update(&req.id, &resources)?;
+        Ok(empty())
     }
 
     fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {

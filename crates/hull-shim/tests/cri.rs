@@ -226,3 +226,18 @@ fn cri_runc_container_stats() {
 fn cri_hull_container_stats() {
     with_env(|env| scenarios::container_stats(env, HULL));
 }
+
+#[test]
+fn cri_container_resources_runc_and_hull_alike() {
+    with_env(|env| scenarios::container_resources(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_update_container_resources_runc_and_hull_alike() {
+    with_env(|env| scenarios::update_container_resources(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_oom_killed_runc_and_hull_alike() {
+    with_env(|env| scenarios::oom_killed(env, &[RUNC, HULL]));
+}

@@ -105,28 +105,11 @@ impl Cgroup {
         }
     }
 
-    fn apply(&self, r: &LinuxResources) -> Result<(), AgentError> {
-        if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
-            self.write("memory.max", &max_or(limit))?;
-        }
-        if let Some(pids) = r.pids() {
-            self.write("pids.max", &max_or(pids.limit()))?;
-        }
-        if let Some(cpu) = r.cpu() {
-            if cpu.quota().is_some() || cpu.period().is_some() {
-                let quota = cpu.quota().map_or("max".to_string(), max_or);
-                let period = cpu.period().unwrap_or(100_000);
-                self.write("cpu.max", &format!("{quota} {period}"))?;
-            }
-            if let Some(shares) = cpu.shares() {
-                self.write("cpu.weight", &shares_to_weight(shares).to_string())?;
-            }
-            if let Some(cpus) = cpu.cpus().as_deref().filter(|s| !s.is_empty()) {
-                self.write("cpuset.cpus", cpus)?;
-            }
-            if let Some(mems) = cpu.mems().as_deref().filter(|s| !s.is_empty()) {
-                self.write("cpuset.mems", mems)?;
-            }
+    /// Write the limits of `r` the way runc (1.1, cgroup v2) does: what is unset or 0 is left
+    /// alone, -1 is "max"; swap is memory+swap in the spec and swap alone in cgroup v2.
+    pub fn apply(&self, r: &LinuxResources) -> Result<(), AgentError> {
+        for (file, value) in resource_files(r)? {
+            self.write(file, &value)?;
         }
         for (key, value) in r.unified().iter().flatten() {
             if key.contains('/') || key.starts_with('.') || key.starts_with("cgroup.") {
@@ -170,6 +153,15 @@ impl Cgroup {
             std::thread::sleep(step);
             step = (step * 2).min(Duration::from_millis(50));
         }
+    }
+
+    /// How many processes the kernel OOM-killed in this cgroup (memory.events `oom_kill`).
+    pub fn oom_kills(&self) -> u64 {
+        fs::read_to_string(self.dir.join("memory.events"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Usage counters; what the kernel does not provide reads as 0.
@@ -222,6 +214,75 @@ impl Cgroup {
     }
 }
 
+/// The cgroup v2 files and values (in writing order) for the spec's `r`, without `unified`.
+pub fn resource_files(r: &LinuxResources) -> Result<Vec<(&'static str, String)>, AgentError> {
+    let mut out = Vec::new();
+    if let Some(m) = r.memory() {
+        let limit = m.limit().unwrap_or(0);
+        if let Some(swap) = m.swap() {
+            let swap = swap_v2(swap, limit)?;
+            if swap != 0 || m.swap().is_some_and(|s| s > 0) {
+                out.push(("memory.swap.max", max_or(swap)));
+            }
+        }
+        if limit != 0 {
+            out.push(("memory.max", max_or(limit)));
+        }
+        if let Some(low) = m.reservation().filter(|v| *v != 0) {
+            out.push(("memory.low", max_or(low)));
+        }
+    }
+    if let Some(cpu) = r.cpu() {
+        if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
+            out.push(("cpu.weight", shares_to_weight(shares).to_string()));
+        }
+        let quota = cpu.quota().unwrap_or(0);
+        let period = cpu.period().unwrap_or(0);
+        if quota != 0 || period != 0 {
+            let mut v = if quota > 0 {
+                quota.to_string()
+            } else {
+                "max".to_string()
+            };
+            if period != 0 {
+                v.push_str(&format!(" {period}"));
+            }
+            out.push(("cpu.max", v));
+        }
+        if let Some(cpus) = cpu.cpus().as_deref().filter(|s| !s.is_empty()) {
+            out.push(("cpuset.cpus", cpus.to_string()));
+        }
+        if let Some(mems) = cpu.mems().as_deref().filter(|s| !s.is_empty()) {
+            out.push(("cpuset.mems", mems.to_string()));
+        }
+    }
+    if let Some(pids) = r.pids().filter(|p| p.limit() != 0) {
+        out.push(("pids.max", max_or(pids.limit())));
+    }
+    Ok(out)
+}
+
+/// runc's ConvertMemorySwapToCgroupV2Value: the spec's memory+swap to cgroup v2's swap alone.
+fn swap_v2(swap: i64, memory: i64) -> Result<i64, AgentError> {
+    if memory == -1 && swap == 0 {
+        return Ok(-1);
+    }
+    if swap == -1 || swap == 0 {
+        return Ok(swap);
+    }
+    if memory == 0 || memory == -1 {
+        return Err(AgentError::InvalidArgument(
+            "unable to set swap limit without memory limit".into(),
+        ));
+    }
+    if memory < 0 || swap < memory {
+        return Err(AgentError::InvalidArgument(format!(
+            "memory+swap limit {swap} must be >= memory limit {memory}"
+        )));
+    }
+    Ok(swap - memory)
+}
+
 fn max_or(v: i64) -> String {
     if v < 0 {
         "max".to_string()
@@ -254,6 +315,9 @@ mod tests {
         w("memory.max", "max\n");
         w("pids.current", "3\n");
         w("pids.max", "100\n");
+        assert_eq!(cg.oom_kills(), 0);
+        w("memory.events", "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n");
+        assert_eq!(cg.oom_kills(), 1);
         let s = cg.stats();
         assert_eq!(
             (s.cpu_usage_usec, s.cpu_user_usec, s.cpu_system_usec),
@@ -275,6 +339,53 @@ mod tests {
             .set_frozen(false, Duration::from_millis(50))
             .expect_err("never thawed");
         assert!(e.to_string().contains("frozen=0"), "{e}");
+    }
+
+    fn files(r: &str) -> Vec<(&'static str, String)> {
+        let r: LinuxResources = serde_json::from_str(r).expect("resources json");
+        resource_files(&r).expect("valid")
+    }
+
+    #[test]
+    fn resources_map_as_runc_does() {
+        let got = files(
+            r#"{"memory":{"limit":67108864,"swap":67108864},
+                "cpu":{"shares":512,"quota":50000,"period":100000,"cpus":"0","mems":"0"},
+                "pids":{"limit":100}}"#,
+        );
+        let want: Vec<(&str, String)> = vec![
+            ("memory.swap.max", "0".into()),
+            ("memory.max", "67108864".into()),
+            ("cpu.weight", "20".into()),
+            ("cpu.max", "50000 100000".into()),
+            ("cpuset.cpus", "0".into()),
+            ("cpuset.mems", "0".into()),
+            ("pids.max", "100".into()),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(
+            files(r#"{"memory":{"limit":100,"swap":300},"cpu":{"quota":-1}}"#),
+            vec![
+                ("memory.swap.max", "200".to_string()),
+                ("memory.max", "100".into()),
+                ("cpu.max", "max".into())
+            ]
+        );
+        assert_eq!(
+            files(r#"{"memory":{"limit":-1,"swap":-1},"cpu":{"shares":0,"period":20000}}"#),
+            vec![
+                ("memory.swap.max", "max".to_string()),
+                ("memory.max", "max".into()),
+                ("cpu.max", "max 20000".into())
+            ]
+        );
+        // Unset or 0 leaves the kernel's value alone.
+        assert!(files(r#"{"memory":{},"cpu":{},"pids":{"limit":0}}"#).is_empty());
+        let bad: LinuxResources =
+            serde_json::from_str(r#"{"memory":{"limit":200,"swap":100}}"#).expect("json");
+        assert!(resource_files(&bad).is_err());
+        let bad: LinuxResources = serde_json::from_str(r#"{"memory":{"swap":100}}"#).expect("json");
+        assert!(resource_files(&bad).is_err());
     }
 
     #[test]

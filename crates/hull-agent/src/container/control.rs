@@ -26,6 +26,29 @@ impl Runtime {
         Ok(())
     }
 
+    /// Apply `resources_json` (an OCI `linux.resources`) to container `id`'s cgroup.
+    pub async fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), AgentError> {
+        if resources_json.len() > hull_protocol::MAX_RESOURCES_LEN {
+            return Err(AgentError::InvalidArgument(format!(
+                "resources of {} bytes exceed {}",
+                resources_json.len(),
+                hull_protocol::MAX_RESOURCES_LEN
+            )));
+        }
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_slice(resources_json)
+                .map_err(|e| AgentError::InvalidArgument(format!("bad resources JSON: {e}")))?;
+        let cgroup = self.container(id)?.cgroup.clone();
+        blocking(move || cgroup.apply(&resources)).await?;
+        tracing::info!(container = id, "container resources updated");
+        Ok(())
+    }
+
+    /// Whether the kernel OOM-killed a process of container `id` (false if it is gone).
+    pub fn oom_killed(&self, id: &str) -> bool {
+        self.container(id).is_ok_and(|c| c.cgroup.oom_kills() > 0)
+    }
+
     /// Guest pids of every process in container `id`.
     pub fn pids(&self, id: &str) -> Result<Vec<u32>, AgentError> {
         let c = self.container(id)?;

@@ -256,6 +256,24 @@ impl Cri {
         .map(drop)
     }
 
+    /// UpdateContainerResources with Linux `resources`.
+    pub fn update_container_resources(
+        &self,
+        id: &str,
+        resources: cri::LinuxContainerResources,
+    ) -> CriResult<()> {
+        let mut c = self.runtime();
+        let req = cri::UpdateContainerResourcesRequest {
+            container_id: id.to_string(),
+            linux: Some(resources),
+            ..Default::default()
+        };
+        self.call("UpdateContainerResources", CALL_TIMEOUT, async move {
+            c.update_container_resources(req).await
+        })
+        .map(drop)
+    }
+
     /// ContainerStatus.
     pub fn container_status(&self, id: &str) -> CriResult<cri::ContainerStatus> {
         let mut c = self.runtime();

@@ -9,7 +9,10 @@ use k8s_cri::v1 as cri;
 
 use super::{spec, stream, CriEnv, HULL, RUNC};
 
+mod resources;
 mod vm;
+#[allow(unused_imports)]
+pub use resources::{container_resources, oom_killed, update_container_resources};
 use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.
 #[allow(unused_imports)]
