@@ -510,14 +510,7 @@ impl Pod {
 
     /// Freeze or thaw the task.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
-        let container = self.with_task(id, |task| {
-            if task.init.status != Status::Running {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "task {id} is not running"
-                )));
-            }
-            Ok(task.container.clone())
-        })?;
+        let container = self.running_container(id)?;
         container.set_paused(paused)?;
         let _ = self.with_task(id, |t| {
             t.paused = paused;
@@ -533,16 +526,21 @@ impl Pod {
 
     /// Apply new resource limits to the task's container (containerd's Update).
     pub fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
-        let container = self.with_task(id, |task| {
+        let container = self.running_container(id)?;
+        container.update(resources)?;
+        Ok(())
+    }
+
+    /// The container of task `id`, whose init must be running.
+    fn running_container(&self, id: &str) -> Result<Container> {
+        self.with_task(id, |task| {
             if task.init.status != Status::Running {
                 return Err(ShimError::FailedPrecondition(format!(
                     "task {id} is not running"
                 )));
             }
             Ok(task.container.clone())
-        })?;
-        container.update(resources)?;
-        Ok(())
+        })
     }
 
     fn container(&self, id: &str) -> Result<Container> {
