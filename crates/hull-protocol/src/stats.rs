@@ -21,6 +21,14 @@ pub struct ContainerStats {
     pub pids_current: u64,
     /// pids.max (0 = no limit)
     pub pids_limit: u64,
+    /// memory.stat anon (the RSS of the container's processes)
+    pub memory_anon_bytes: u64,
+    /// memory.stat inactive_file (page cache a working set leaves out)
+    pub memory_inactive_file_bytes: u64,
+    /// memory.stat pgfault
+    pub memory_pgfault: u64,
+    /// memory.stat pgmajfault
+    pub memory_pgmajfault: u64,
 }
 
 impl From<ContainerStats> for StatsResponse {
@@ -33,6 +41,10 @@ impl From<ContainerStats> for StatsResponse {
         r.memory_limit_bytes = s.memory_limit_bytes;
         r.pids_current = s.pids_current;
         r.pids_limit = s.pids_limit;
+        r.memory_anon_bytes = s.memory_anon_bytes;
+        r.memory_inactive_file_bytes = s.memory_inactive_file_bytes;
+        r.memory_pgfault = s.memory_pgfault;
+        r.memory_pgmajfault = s.memory_pgmajfault;
         r
     }
 }
@@ -47,6 +59,10 @@ impl From<StatsResponse> for ContainerStats {
             memory_limit_bytes: r.memory_limit_bytes,
             pids_current: r.pids_current,
             pids_limit: r.pids_limit,
+            memory_anon_bytes: r.memory_anon_bytes,
+            memory_inactive_file_bytes: r.memory_inactive_file_bytes,
+            memory_pgfault: r.memory_pgfault,
+            memory_pgmajfault: r.memory_pgmajfault,
         }
     }
 }
@@ -65,6 +81,10 @@ mod tests {
             memory_limit_bytes: 5,
             pids_current: 6,
             pids_limit: 7,
+            memory_anon_bytes: 8,
+            memory_inactive_file_bytes: 9,
+            memory_pgfault: 10,
+            memory_pgmajfault: 11,
         };
         assert_eq!(ContainerStats::from(StatsResponse::from(s)), s);
     }

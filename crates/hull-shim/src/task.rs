@@ -232,6 +232,11 @@ impl Task for TaskService {
         let mut mem = MemoryStat::new();
         mem.usage = s.memory_usage_bytes;
         mem.usage_limit = s.memory_limit_bytes;
+        // containerd's CRI takes the working set as usage minus inactive_file.
+        mem.inactive_file = s.memory_inactive_file_bytes;
+        mem.anon = s.memory_anon_bytes;
+        mem.pgfault = s.memory_pgfault;
+        mem.pgmajfault = s.memory_pgmajfault;
         m.memory = Some(mem).into();
         let mut pids = PidsStat::new();
         pids.current = s.pids_current;

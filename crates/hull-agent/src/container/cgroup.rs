@@ -174,6 +174,12 @@ impl Cgroup {
                 .unwrap_or(0)
         };
         let number = |f: &str| read(f).trim().parse::<u64>().unwrap_or(0);
+        let mem = read("memory.stat");
+        let mem_field = |name: &str| {
+            mem.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0)
+        };
         ContainerStats {
             cpu_usage_usec: field("usage_usec"),
             cpu_user_usec: field("user_usec"),
@@ -182,6 +188,10 @@ impl Cgroup {
             memory_limit_bytes: number("memory.max"),
             pids_current: number("pids.current"),
             pids_limit: number("pids.max"),
+            memory_anon_bytes: mem_field("anon"),
+            memory_inactive_file_bytes: mem_field("inactive_file"),
+            memory_pgfault: mem_field("pgfault"),
+            memory_pgmajfault: mem_field("pgmajfault"),
         }
     }
 
@@ -315,6 +325,10 @@ mod tests {
         w("memory.max", "max\n");
         w("pids.current", "3\n");
         w("pids.max", "100\n");
+        w(
+            "memory.stat",
+            "anon 8192\nfile 4096\nactive_file 1024\ninactive_file 3072\npgfault 77\npgmajfault 2\n",
+        );
         assert_eq!(cg.oom_kills(), 0);
         w("memory.events", "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n");
         assert_eq!(cg.oom_kills(), 1);
@@ -325,6 +339,15 @@ mod tests {
         );
         assert_eq!((s.memory_usage_bytes, s.memory_limit_bytes), (4096, 0));
         assert_eq!((s.pids_current, s.pids_limit), (3, 100));
+        assert_eq!(
+            (
+                s.memory_anon_bytes,
+                s.memory_inactive_file_bytes,
+                s.memory_pgfault,
+                s.memory_pgmajfault
+            ),
+            (8192, 3072, 77, 2)
+        );
     }
 
     #[test]
