@@ -382,7 +382,7 @@ fn boot(
         seams.mounts.clone(),
         vm.pid(),
     ));
-    spawn_monitor(rx, Arc::downgrade(&guest));
+    spawn_monitor(rx, Arc::downgrade(&guest), seams.vmm.name());
     if let Some(netns) = netns {
         parts.portfwd = Some(PortForwarder::start(id, netns, &vm.agent_address())?);
     }
@@ -413,17 +413,29 @@ fn kernel_cmdline(cfg: &Config, extra_params: &[String]) -> String {
     cmdline
 }
 
-/// Record the death of the VM or a helper as soon as it exits while the sandbox runs.
+/// Record the death of the VM or a helper as soon as it exits while the sandbox runs. When the
+/// VMM dies its helpers follow (and the reverse), and their exits may be seen in any order:
+/// an exit is held a moment for a VMM exit that comes with it, which is the one named.
 fn spawn_monitor(
     rx: mpsc::Receiver<(String, std::process::ExitStatus)>,
     guest: std::sync::Weak<Guest>,
+    vmm: &'static str,
 ) {
+    const TOGETHER: Duration = Duration::from_millis(300);
     let _ = std::thread::Builder::new()
         .name("sandbox-monitor".into())
         .spawn(move || {
-            while let Ok((name, status)) = rx.recv() {
+            while let Ok(first) = rx.recv() {
+                let mut death = first;
+                while death.0 != vmm {
+                    match rx.recv_timeout(TOGETHER) {
+                        Ok(next) if next.0 == vmm => death = next,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
                 match guest.upgrade() {
-                    Some(g) => g.record_death(Death::of(&name, status)),
+                    Some(g) => g.record_death(Death::of(&death.0, death.1)),
                     None => return,
                 }
             }
