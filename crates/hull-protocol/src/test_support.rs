@@ -1,7 +1,7 @@
 //! What Hull's tests need from the host (root, busybox-static, ...): a test whose
 //! requirement is missing fails, unless `HULL_TEST_ALLOW_SKIP=1` lets it skip with a message.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Set to `1` to let tests skip (and pass) when the host lacks what they need.
 pub const ALLOW_SKIP_ENV: &str = "HULL_TEST_ALLOW_SKIP";
@@ -27,4 +27,25 @@ pub fn require_root() -> bool {
 /// [`require`] that `path` exists; `what` says which package provides it.
 pub fn require_file(path: &Path, what: &str) -> bool {
     require(path.exists(), &format!("{} ({what})", path.display()))
+}
+
+/// Where the C virtiofsd writes `<socket path with '/' turned into '.'>.pid` when it is given
+/// `--socket-path` (and never removes it); Hull passes `--fd`, so a leak check finds none.
+pub const VIRTIOFSD_PID_DIR: &str = "/run/virtiofsd";
+
+/// virtiofsd pid files that name a socket at or below `dir` (a sandbox's run directory).
+pub fn virtiofsd_pid_files(dir: &Path) -> Vec<PathBuf> {
+    let mangled = format!(
+        "{}.",
+        dir.to_string_lossy()
+            .trim_end_matches('/')
+            .replace('/', ".")
+    );
+    std::fs::read_dir(VIRTIOFSD_PID_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&mangled))
+        .map(|e| e.path())
+        .collect()
 }

@@ -2,11 +2,11 @@
 //! finding the processes a test owns by what their command lines name.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Where the C virtiofsd writes `<socket path with '/' turned into '.'>.pid` when it is given
-/// `--socket-path` (and never removes it).
-pub const VIRTIOFSD_PID_DIR: &str = "/run/virtiofsd";
+// Each test binary uses a different part of this.
+#[allow(unused_imports)]
+pub use hull_protocol::test_support::{virtiofsd_pid_files, VIRTIOFSD_PID_DIR};
 
 /// One process from /proc.
 #[derive(Debug, Clone)]
@@ -178,21 +178,4 @@ pub fn unmount_under(dir: &Path) -> Vec<String> {
         }
     }
     mounts_under(dir)
-}
-
-/// virtiofsd pid files that name a socket at or below `dir` (a sandbox's run directory).
-pub fn virtiofsd_pid_files(dir: &Path) -> Vec<PathBuf> {
-    let mangled = format!(
-        "{}.",
-        dir.to_string_lossy()
-            .trim_end_matches('/')
-            .replace('/', ".")
-    );
-    std::fs::read_dir(VIRTIOFSD_PID_DIR)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&mangled))
-        .map(|e| e.path())
-        .collect()
 }

@@ -139,27 +139,6 @@ impl Env {
     }
 }
 
-/// Where the C virtiofsd writes `<socket path with '/' turned into '.'>.pid` when it is given
-/// `--socket-path` (and never removes it).
-pub const VIRTIOFSD_PID_DIR: &str = "/run/virtiofsd";
-
-/// virtiofsd pid files that name a socket at or below `dir` (a sandbox's run directory).
-pub fn virtiofsd_pid_files(dir: &Path) -> Vec<PathBuf> {
-    let mangled = format!(
-        "{}.",
-        dir.to_string_lossy()
-            .trim_end_matches('/')
-            .replace('/', ".")
-    );
-    std::fs::read_dir(VIRTIOFSD_PID_DIR)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&mangled))
-        .map(|e| e.path())
-        .collect()
-}
-
 /// Pids and command lines of processes whose command line contains `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -202,3 +181,5 @@ pub fn assert_one_line_error(o: &Output, needle: &str) {
         "error does not name {needle:?}: {err}"
     );
 }
+
+use hull_protocol::test_support::virtiofsd_pid_files;
