@@ -9,7 +9,7 @@ use hull_protocol::agent::{
     CheckRequest, CheckResponse, ConfigureNetworkRequest, ContainerRequest, CreateContainerRequest,
     Empty, ExecProcessRequest, PidsResponse, ProcessRequest, ReadStreamRequest, ReadStreamResponse,
     ResizeTtyRequest, SignalProcessRequest, StartResponse, StatsResponse, UpdateContainerRequest,
-    WaitProcessResponse, WriteStdinRequest, WriteStdinResponse,
+    WaitProcessResponse, WatchOomRequest, WatchOomResponse, WriteStdinRequest, WriteStdinResponse,
 };
 use hull_protocol::agent_ttrpc_async::{create_agent, Agent};
 use hull_protocol::forward_ttrpc_async::{create_forward, Forward};
@@ -214,6 +214,16 @@ impl Agent for AgentService {
                 .await,
         )?;
         Ok(Empty::new())
+    }
+
+    async fn watch_oom(&self, _: &TtrpcContext, req: WatchOomRequest) -> Res<WatchOomResponse> {
+        let kills = log_err(
+            "WatchOom",
+            self.runtime.watch_oom(&req.container_id, req.seen).await,
+        )?;
+        let mut r = WatchOomResponse::new();
+        r.oom_kills = kills;
+        Ok(r)
     }
 
     async fn list_pids(&self, _: &TtrpcContext, req: ContainerRequest) -> Res<PidsResponse> {

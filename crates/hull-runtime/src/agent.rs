@@ -13,6 +13,8 @@ use crate::vsock::{self, AgentAddress};
 
 /// Timeout of ordinary control calls (TCG guests are slow; a hung guest must still fail).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a WatchOom long-poll may take: the agent answers within 30 s.
+const WATCH_OOM_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A connected agent.
 pub struct Agent {
@@ -297,6 +299,25 @@ impl Agent {
         self.client
             .container_stats(ctx(), &creq(id))
             .map_err(map("ContainerStats"))
+    }
+
+    /// Long-poll the OOM kill count of container `id` until it exceeds `seen` (the agent
+    /// answers after at most 30 s with the unchanged count).
+    pub fn watch_oom(&self, id: &str, seen: u64) -> Result<u64> {
+        let mut req = pb::WatchOomRequest::new();
+        req.container_id = id.to_string();
+        req.seen = seen;
+        let r = self
+            .client
+            .watch_oom(context::with_duration(WATCH_OOM_TIMEOUT), &req)
+            .map_err(map("WatchOom"))?;
+        if r.oom_kills < seen {
+            return Err(Error::Agent(format!(
+                "WatchOom count went back from {seen} to {}",
+                r.oom_kills
+            )));
+        }
+        Ok(r.oom_kills)
     }
 
     /// Forget an exited exec process.

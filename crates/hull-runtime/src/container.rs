@@ -140,6 +140,14 @@ impl Container {
             .call(|a| a.update_container(&self.id, json.clone()))
     }
 
+    /// Block until the kernel has OOM-killed more than `seen` processes of the container in
+    /// all; returns the new count, or the unchanged one after about 30 s (call again).
+    /// NotFound once the container is removed.
+    pub fn watch_oom(&self, seen: u64) -> Result<u64> {
+        self.guest.known(&self.id)?;
+        self.guest.call(|a| a.watch_oom(&self.id, seen))
+    }
+
     /// Guest pids of the container's processes.
     pub fn pids(&self) -> Result<Vec<u32>> {
         self.guest.known(&self.id)?;

@@ -363,8 +363,40 @@ impl Pod {
             .name(format!("wait-{id}"))
             .spawn(move || pod.wait_exit(&process, &cid, &eid, pid))
             .map_err(|e| ShimError::Internal(format!("spawn waiter: {e}")))?;
+        if exec_id.is_empty() {
+            let pod = Arc::clone(self);
+            let cid = id.to_string();
+            // Without it the container runs on unwatched: OOM kills are then reported at exit.
+            if let Err(e) = std::thread::Builder::new()
+                .name(format!("oom-{id}"))
+                .spawn(move || pod.watch_oom(&container, &cid))
+            {
+                tracing::warn!(task = id, error = %e, "cannot spawn the OOM watcher");
+            }
+        }
         tracing::info!(task = id, exec = exec_id, pid, "process started");
         Ok(pid)
+    }
+
+    /// OOM watcher thread body: a TaskOOM for every OOM kill in the container while it exists,
+    /// as runc's shim reports them (not only when the init process exits).
+    fn watch_oom(&self, container: &hull_runtime::Container, id: &str) {
+        let mut seen = 0;
+        loop {
+            match container.watch_oom(seen) {
+                Ok(kills) if kills > seen => {
+                    tracing::info!(task = id, kills, "container had a process OOM-killed");
+                    self.events.send(Event::Oom { id: id.to_string() });
+                    seen = kills;
+                }
+                Ok(_) => {}
+                // The container was removed or the sandbox is gone: nothing left to watch.
+                Err(e) => {
+                    tracing::debug!(task = id, error = %e, "OOM watch ended");
+                    return;
+                }
+            }
+        }
     }
 
     /// Waiter thread body: the exit from the guest (output drained), recorded and announced.

@@ -241,3 +241,13 @@ fn cri_update_container_resources_runc_and_hull_alike() {
 fn cri_oom_killed_runc_and_hull_alike() {
     with_env(|env| scenarios::oom_killed(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_oom_while_running_runc_and_hull_alike() {
+    with_env(|env| scenarios::oom_while_running(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_hull_pod_cgroup_caps_its_containers() {
+    with_env(scenarios::pod_cgroup_caps_containers);
+}

@@ -55,11 +55,15 @@ impl Runtime {
         let exe = self.config.helper_exe.clone();
         let cg = cgroup.clone();
         let cid = id.to_string();
+        let pod_limits = super::pod::pod_limits(&spec.annotations().clone().unwrap_or_default())?;
         let launched = blocking(move || {
             let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
             let up = crate::ready::uptime_ms;
             tracing::debug!(container = %cid, uptime_ms = up(), "creating cgroup");
             cg.create(resources.as_ref())?;
+            if let Some(pod_dir) = cg.dir().parent() {
+                super::pod::apply(pod_dir, &pod_limits).inspect_err(|_| cg.remove())?;
+            }
             tracing::debug!(container = %cid, uptime_ms = up(), "launching helper");
             let l = launch(&exe, &config, true).inspect_err(|_| cg.remove());
             tracing::debug!(container = %cid, uptime_ms = up(), "helper parked before exec");

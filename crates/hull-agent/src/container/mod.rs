@@ -11,6 +11,8 @@ mod exec;
 pub mod helper;
 mod io;
 mod launch;
+mod oom;
+mod pod;
 mod remove;
 mod rootfs;
 mod setup;

@@ -12,7 +12,10 @@ use super::{spec, stream, CriEnv, HULL, RUNC};
 mod resources;
 mod vm;
 #[allow(unused_imports)]
-pub use resources::{container_resources, oom_killed, update_container_resources};
+pub use resources::{
+    container_resources, oom_killed, oom_while_running, pod_cgroup_caps_containers,
+    update_container_resources,
+};
 use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.
 #[allow(unused_imports)]

@@ -169,3 +169,81 @@ pub fn oom_killed(env: &CriEnv, handlers: &[&str]) {
         remove_pod(env, &pod);
     }
 }
+
+/// A child of the container blows its 32Mi limit and is OOM-killed while the container's init
+/// runs on, with each of `handlers`: CRI learns of it from TaskOOM at once (ContainerStatus
+/// reason OOMKilled while RUNNING), not only when the container exits.
+pub fn oom_while_running(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    for &handler in handlers {
+        let pod = run_pod(env, spec::pod("oom-running", &env.log_dir()), handler);
+        let script = "head -c 512m /dev/zero | tail; echo survived; exec sleep 3600";
+        let mut c = spec::container("survivor", &["sh", "-c", script]);
+        if let Some(linux) = c.linux.as_mut() {
+            linux.resources = Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 32 * MIB,
+                ..Default::default()
+            });
+        }
+        let id = start(env, &pod, &c);
+        let st = retry(Duration::from_secs(60), || {
+            let st = env.cri().container_status(&id).map_err(|e| e.to_string())?;
+            (st.reason == "OOMKilled")
+                .then_some(st.clone())
+                .ok_or(format!("{st:?}"))
+        })
+        .unwrap_or_else(|e| panic!("{handler}: no OOMKilled while running: {e}"));
+        eprintln!("{handler}: state {} reason {:?}", st.state, st.reason);
+        assert_eq!(
+            cri::ContainerState::try_from(st.state),
+            Ok(cri::ContainerState::ContainerRunning),
+            "{handler}: the init process survives its child's OOM kill"
+        );
+        // `sleep` as the container's pid 1 ignores SIGTERM: stopped by SIGKILL at once.
+        stop_remove(env, &id, 0);
+        remove_pod(env, &pod);
+    }
+}
+
+/// hull: the pod's cgroup caps the sum of its containers, as kubelet's pod cgroup does on a
+/// runc node: in a pod given 64Mi (sandbox-memory), a container without a limit of its own is
+/// OOM-killed when it holds 128 MiB, which the VM (256 MiB + 64 MiB) could give it.
+pub fn pod_cgroup_caps_containers(env: &CriEnv) {
+    env.pull_busybox();
+    let mut cfg = spec::pod("capped", &env.log_dir());
+    cfg.linux.as_mut().expect("linux config").resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 * MIB,
+        ..Default::default()
+    });
+    let pod = run_pod(env, cfg, HULL);
+    let c = spec::container("hog", &["sh", "-c", "head -c 128m /dev/zero | tail"]);
+    let id = start(env, &pod, &c);
+    let st = retry(Duration::from_secs(60), || {
+        let st = env.cri().container_status(&id).map_err(|e| e.to_string())?;
+        (cri::ContainerState::try_from(st.state) == Ok(cri::ContainerState::ContainerExited))
+            .then_some(st.clone())
+            .ok_or(format!("{st:?}"))
+    })
+    .unwrap_or_else(|e| panic!("the hog did not exit: {e}"));
+    eprintln!("capped pod: exit {} reason {:?}", st.exit_code, st.reason);
+    assert_eq!((st.exit_code, st.reason.as_str()), (137, "OOMKilled"));
+    env.cri()
+        .remove_container(&id)
+        .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
+    // The same hog in a pod without a memory limit completes.
+    let free = run_pod(env, spec::pod("uncapped", &env.log_dir()), HULL);
+    let id = start(env, &free, &c);
+    let st = retry(Duration::from_secs(60), || {
+        let st = env.cri().container_status(&id).map_err(|e| e.to_string())?;
+        (cri::ContainerState::try_from(st.state) == Ok(cri::ContainerState::ContainerExited))
+            .then_some(st.clone())
+            .ok_or(format!("{st:?}"))
+    })
+    .unwrap_or_else(|e| panic!("the uncapped hog did not exit: {e}"));
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+    env.cri()
+        .remove_container(&id)
+        .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
+    remove_pod(env, &free);
+    remove_pod(env, &pod);
+}
