@@ -315,6 +315,21 @@ impl Cri {
         })
     }
 
+    /// PodSandboxStats of pod `pod`.
+    pub fn pod_stats(&self, pod: &str) -> CriResult<cri::PodSandboxStats> {
+        let mut c = self.runtime();
+        let req = cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.to_string(),
+        };
+        self.call("PodSandboxStats", CALL_TIMEOUT, async move {
+            c.pod_sandbox_stats(req).await
+        })
+        .and_then(|r| {
+            r.stats
+                .ok_or_else(|| Status::internal("PodSandboxStats without stats"))
+        })
+    }
+
     /// ListContainerStats of the containers of pod `pod`.
     pub fn list_container_stats(&self, pod: &str) -> CriResult<Vec<cri::ContainerStats>> {
         let mut c = self.runtime();

@@ -705,5 +705,27 @@ pub fn container_stats(env: &CriEnv, handler: &str) {
         "{handler}: ListContainerStats {:?}",
         mine[0]
     );
+    // The writable layer's usage, after 1 MiB written to it.
+    exec_ok(
+        env,
+        &busy,
+        &["dd", "if=/dev/zero", "of=/written", "bs=1024", "count=1024"],
+    );
+    let layer = retry(Duration::from_secs(30), || {
+        let s = env
+            .cri()
+            .container_stats(&busy)
+            .map_err(|e| e.to_string())?;
+        let used = s
+            .writable_layer
+            .as_ref()
+            .and_then(|f| f.used_bytes.as_ref())
+            .map_or(0, |v| v.value);
+        (used >= 1024 * 1024)
+            .then_some(used)
+            .ok_or(format!("{s:?}"))
+    })
+    .unwrap_or_else(|e| panic!("{handler}: writable layer usage below 1 MiB: {e}"));
+    eprintln!("{handler}: writable layer {layer} bytes");
     remove_pod(env, &pod);
 }
