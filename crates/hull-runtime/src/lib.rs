@@ -13,6 +13,7 @@ mod daemon;
 pub mod error;
 mod guest;
 mod host;
+mod hostcgroup;
 mod io;
 mod mounts;
 pub mod network;

@@ -13,6 +13,7 @@ use crate::container::{self, Container};
 use crate::error::{Death, Error, Result};
 use crate::guest::Guest;
 use crate::host::{HostMounts, RealMounts};
+use crate::hostcgroup::{set_oom_score_adj, HostCgroup, CGROUP_ROOT};
 use crate::network::PodNetwork;
 use crate::portfwd::{self, PortForwarder};
 use crate::sharedfs::{self, SharedFs};
@@ -29,6 +30,10 @@ pub struct SandboxOptions {
     pub netns: Option<PathBuf>,
     /// Kernel parameters added for this sandbox (already checked against what is allowed).
     pub kernel_params: Vec<String>,
+    /// The host cgroup (OCI `linux.cgroupsPath`) the VMM and its helpers are moved into.
+    pub cgroups_path: Option<String>,
+    /// The host OOM killer's bias for the VMM and its helpers (OCI `process.oomScoreAdj`).
+    pub oom_score_adj: Option<i32>,
 }
 
 /// Timings of the boot, for logs and benchmarks.
@@ -67,6 +72,7 @@ struct Parts {
     shared_fs: Option<SharedFs>,
     portfwd: Option<PortForwarder>,
     network: Option<PodNetwork>,
+    host_cgroup: Option<HostCgroup>,
 }
 
 /// One running sandbox VM.
@@ -273,6 +279,9 @@ fn boot(
         None => None,
     };
     let netns = opts.netns.as_deref().map(portfwd::open_netns).transpose()?;
+    if let Some(path) = &opts.cgroups_path {
+        parts.host_cgroup = Some(HostCgroup::create(Path::new(CGROUP_ROOT), path)?);
+    }
     let shared_dir = run_dir.join("shared");
     std::fs::create_dir(&shared_dir).map_err(|e| Error::io("create shared dir", e))?;
     seams.mounts.make_shared(&shared_dir)?;
@@ -302,6 +311,22 @@ fn boot(
     let prepare = t0.elapsed();
     let t1 = Instant::now();
     let vm = parts.vm.insert(seams.vmm.launch(&spec, tx)?);
+    let mut pids: Vec<(String, i32)> = vm.processes();
+    if let Some(d) = fs.daemon.as_ref() {
+        pids.push((d.name().to_string(), d.pid()));
+    }
+    if let Some(cg) = &parts.host_cgroup {
+        for (name, pid) in &pids {
+            cg.add(*pid)
+                .map_err(|e| Error::FailedPrecondition(format!("{name}: {e}")))?;
+        }
+    }
+    if let Some(adj) = opts.oom_score_adj {
+        for (name, pid) in &pids {
+            set_oom_score_adj(*pid, adj)
+                .map_err(|e| Error::FailedPrecondition(format!("{name}: {e}")))?;
+        }
+    }
     let console = match vm.take_console() {
         Some(fd) => Console::start(
             fd,
@@ -458,6 +483,10 @@ fn take_apart(id: &str, parts: &mut Parts) {
     // After the VM: QEMU held the tap, which goes with its last fd.
     if let Some(mut net) = parts.network.take() {
         net.teardown();
+    }
+    // After every process in it has exited.
+    if let Some(mut cg) = parts.host_cgroup.take() {
+        cg.remove();
     }
     tracing::debug!(sandbox = %id, "vm and helpers stopped");
 }

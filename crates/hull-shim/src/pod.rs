@@ -175,6 +175,8 @@ impl Pod {
         let pod_sandbox = pod_config::is_pod_sandbox(&spec);
         let opts = if pod_sandbox {
             pod_config::sandbox_options(&self.config, &spec)?
+        } else if sandbox_id == id {
+            pod_config::host_placement(&spec)
         } else {
             SandboxOptions::default()
         };

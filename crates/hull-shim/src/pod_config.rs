@@ -68,7 +68,23 @@ pub fn sandbox_options(config: &Config, spec: &Spec) -> Result<SandboxOptions> {
         memory_mib: Some(memory_mib),
         netns,
         kernel_params: kernel_params(config, &a)?,
+        ..host_placement(spec)
     })
+}
+
+/// Where the VM goes on the host: the spec's cgroup (containerd's, under kubelet's pod
+/// cgroup) and OOM score bias, as runc would place the container's processes.
+pub fn host_placement(spec: &Spec) -> SandboxOptions {
+    SandboxOptions {
+        cgroups_path: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| !p.is_empty()),
+        oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
+        ..SandboxOptions::default()
+    }
 }
 
 fn number(a: &HashMap<String, String>, key: &str) -> Result<Option<u64>> {

@@ -658,10 +658,15 @@ fn usage(s: &cri::ContainerStats) -> (u64, u64) {
     )
 }
 
-/// ContainerStats and ListContainerStats of a busy container: CPU time that grows, a working set.
+/// ContainerStats and ListContainerStats of a busy container: CPU time that grows, a working
+/// set, the writable layer's usage; PodSandboxStats of its pod (in a pod cgroup, as kubelet
+/// makes them): the pod's network counters.
 pub fn container_stats(env: &CriEnv, handler: &str) {
     env.pull_busybox();
-    let pod = run_pod(env, spec::pod("stats", &env.log_dir()), handler);
+    let mut cfg = spec::pod("stats", &env.log_dir());
+    let parent = format!("hull-test-pod-{}-{handler}", std::process::id());
+    cfg.linux.get_or_insert_with(Default::default).cgroup_parent = format!("/{parent}");
+    let pod = run_pod(env, cfg, handler);
     let busy = start(
         env,
         &pod,
@@ -726,6 +731,56 @@ pub fn container_stats(env: &CriEnv, handler: &str) {
             .ok_or(format!("{s:?}"))
     })
     .unwrap_or_else(|e| panic!("{handler}: writable layer usage below 1 MiB: {e}"));
-    eprintln!("{handler}: writable layer {layer} bytes");
+    // The pod's network counters (kubelet's pod network stats), after a few pings out.
+    exec_ok(
+        env,
+        &busy,
+        &[
+            "sh",
+            "-c",
+            "ping -c 3 -W 1 $(ip route | awk '/^default/ {print $3}') >/dev/null",
+        ],
+    );
+    let s = env.cri().pod_stats(&pod.id);
     remove_pod(env, &pod);
+    remove_cgroup_parent(&parent);
+    let s = s.unwrap_or_else(|e| panic!("{handler}: PodSandboxStats: {e}"));
+    let linux = s.linux.as_ref().expect("linux pod stats");
+    let net = linux
+        .network
+        .as_ref()
+        .and_then(|n| n.default_interface.as_ref())
+        .unwrap_or_else(|| panic!("{handler}: PodSandboxStats without a network: {s:?}"));
+    let bytes = |v: &Option<cri::UInt64Value>| v.as_ref().map_or(0, |v| v.value);
+    let pod_mem = linux
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map_or(0, |v| v.value);
+    eprintln!(
+        "{handler}: writable layer {layer} bytes; pod {} rx {} tx {} bytes, working set {pod_mem}",
+        net.name,
+        bytes(&net.rx_bytes),
+        bytes(&net.tx_bytes)
+    );
+    assert_eq!(net.name, "eth0", "{handler}");
+    assert!(
+        bytes(&net.rx_bytes) >= 3 * 84 && bytes(&net.tx_bytes) >= 3 * 84,
+        "{handler}: three pings each way: {net:?}"
+    );
+    assert!(pod_mem > 0, "{handler}: the pod's working set: {linux:?}");
+}
+
+/// Remove the test's pod cgroup `/<name>` from every hierarchy (what kubelet would do).
+fn remove_cgroup_parent(name: &str) {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.join(name)];
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        dirs.push(e.path().join(name));
+    }
+    for d in dirs {
+        if d.exists() {
+            std::fs::remove_dir(&d).unwrap_or_else(|e| panic!("rmdir {}: {e}", d.display()));
+        }
+    }
 }
