@@ -207,6 +207,15 @@ fn inherit_cpuset(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The host OOM killer's bias of `pid` (None if it is gone).
+pub fn oom_score_adj(pid: i32) -> Option<i32> {
+    fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Set the host OOM killer's bias for `pid` (what kubelet gave the pod's sandbox).
 pub fn set_oom_score_adj(pid: i32, adj: i32) -> Result<()> {
     if !(-1000..=1000).contains(&adj) {
@@ -275,6 +284,8 @@ mod tests {
 
     #[test]
     fn oom_score_adj_is_bounded() {
-        assert!(set_oom_score_adj(std::process::id() as i32, 1001).is_err());
+        let me = std::process::id() as i32;
+        assert!(set_oom_score_adj(me, 1001).is_err());
+        assert!(oom_score_adj(me).is_some_and(|a| (-1000..=1000).contains(&a)));
     }
 }

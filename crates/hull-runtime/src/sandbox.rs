@@ -13,7 +13,7 @@ use crate::container::{self, Container};
 use crate::error::{Death, Error, Result};
 use crate::guest::Guest;
 use crate::host::{HostMounts, RealMounts};
-use crate::hostcgroup::{set_oom_score_adj, HostCgroup, CGROUP_ROOT};
+use crate::hostcgroup::{oom_score_adj, set_oom_score_adj, HostCgroup, CGROUP_ROOT};
 use crate::network::PodNetwork;
 use crate::portfwd::{self, PortForwarder};
 use crate::sharedfs::{self, SharedFs};
@@ -188,6 +188,17 @@ impl Sandbox {
     /// Host pids of the VMM and the helper daemons: (name, pid).
     pub fn pids(&self) -> &[(String, i32)] {
         &self.processes
+    }
+
+    /// Raise the host OOM killer's bias of the VMM and its helpers to `adj` where it is lower
+    /// (a container's `oomScoreAdj`: the VM is as exposed as its most exposed container).
+    pub fn raise_oom_score_adj(&self, adj: i32) -> Result<()> {
+        for (_, pid) in &self.processes {
+            if oom_score_adj(*pid).is_some_and(|now| now < adj) {
+                set_oom_score_adj(*pid, adj)?;
+            }
+        }
+        Ok(())
     }
 
     /// How the VM or a helper died, if one did.

@@ -191,6 +191,12 @@ impl Pod {
         if let Err(e) = std::fs::write(bundle.join(SANDBOX_FILE), &sandbox_id) {
             tracing::warn!(task = id, error = %e, "cannot record the sandbox id in the bundle");
         }
+        if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+            // The VM is as exposed to the host's OOM killer as its most exposed container.
+            if let Err(e) = sandbox.raise_oom_score_adj(adj) {
+                tracing::warn!(task = id, error = %e, "cannot raise the VM's oom_score_adj");
+            }
+        }
         let container = match sandbox.create_container(id, &spec, &root_dir) {
             Ok(c) => c,
             Err(e) => {

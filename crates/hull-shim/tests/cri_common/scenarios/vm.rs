@@ -102,7 +102,26 @@ pub fn vm_sizing(env: &CriEnv) {
         ("io.hull.vm.memory_mib".to_string(), "192".to_string()),
     ]);
     let pod = run_pod(env, cfg, HULL);
-    let c = start(env, &pod, &spec::container("main", spec::SLEEPER));
+    let mut main = spec::container("main", spec::SLEEPER);
+    main.linux
+        .get_or_insert_with(Default::default)
+        .resources
+        .get_or_insert_with(Default::default)
+        .oom_score_adj = 500;
+    let c = start(env, &pod, &main);
+    // On the host the VM is as exposed to the OOM killer as its most exposed container, and
+    // lives in the sandbox's cgroup (containerd's /k8s.io/<sandbox id> here).
+    let qemu = qemu_of(&pod.id).unwrap_or_else(|| panic!("no QEMU names hull-{}", pod.id));
+    let adj =
+        std::fs::read_to_string(format!("/proc/{qemu}/oom_score_adj")).expect("oom_score_adj");
+    assert_eq!(adj.trim(), "500", "QEMU's oom_score_adj");
+    let cgroups = std::fs::read_to_string(format!("/proc/{qemu}/cgroup")).expect("cgroup");
+    assert!(
+        cgroups
+            .lines()
+            .any(|l| l.ends_with(&format!("/k8s.io/{}", pod.id))),
+        "QEMU is not in the sandbox's cgroup: {cgroups}"
+    );
     let (cpus, mem) = cpus_and_memory(env, &c);
     eprintln!("pinned pod: {cpus} vCPUs, MemTotal {} MiB", mem / MIB);
     assert_eq!(cpus, 2, "io.hull.vm.cpus=2");
