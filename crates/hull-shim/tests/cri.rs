@@ -251,3 +251,13 @@ fn cri_oom_while_running_runc_and_hull_alike() {
 fn cri_hull_pod_cgroup_caps_its_containers() {
     with_env(scenarios::pod_cgroup_caps_containers);
 }
+
+#[test]
+fn cri_guest_kernel_has_what_containers_expect_beside_runc() {
+    with_env(|env| scenarios::guest_kernel_features(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_memory_limit_too_low_runc_and_hull_alike() {
+    with_env(|env| scenarios::memory_limit_too_low(env, &[RUNC, HULL]));
+}

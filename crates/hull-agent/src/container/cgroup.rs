@@ -14,7 +14,7 @@ use oci_spec::runtime::LinuxResources;
 use crate::error::AgentError;
 
 /// The controllers the agent enables for containers when the kernel has them.
-const CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io", "hugetlb"];
+const CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io", "hugetlb", "misc"];
 
 /// Enable every wanted controller available in `dir` for its children (errors are logged).
 pub fn enable_controllers(dir: &Path) {

@@ -65,7 +65,9 @@ impl Runtime {
                 super::pod::apply(pod_dir, &pod_limits).inspect_err(|_| cg.remove())?;
             }
             tracing::debug!(container = %cid, uptime_ms = up(), "launching helper");
-            let l = launch(&exe, &config, true).inspect_err(|_| cg.remove());
+            let l = launch(&exe, &config, true)
+                .map_err(|e| setup_oom(&cg, e))
+                .inspect_err(|_| cg.remove());
             tracing::debug!(container = %cid, uptime_ms = up(), "helper parked before exec");
             l
         })
@@ -103,4 +105,23 @@ impl Runtime {
             execs: Mutex::default(),
         }))
     }
+}
+
+/// A setup that failed because the container's memory limit left it no room names the limit,
+/// as runc does ("unable to set memory limit ... (current usage ...)"), not the helper's exit.
+fn setup_oom(cgroup: &Cgroup, e: AgentError) -> AgentError {
+    if cgroup.oom_kills() == 0 {
+        return e;
+    }
+    let read = |f: &str| {
+        std::fs::read_to_string(cgroup.dir().join(f))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
+    AgentError::InvalidArgument(format!(
+        "the container was OOM-killed during setup: its memory limit of {} bytes is below what \
+         it needs to start (peak usage {} bytes)",
+        read("memory.max"),
+        read("memory.peak")
+    ))
 }

@@ -9,12 +9,15 @@ use k8s_cri::v1 as cri;
 
 use super::{spec, stream, CriEnv, HULL, RUNC};
 
+mod kernel;
 mod resources;
 mod vm;
 #[allow(unused_imports)]
+pub use kernel::guest_kernel_features;
+#[allow(unused_imports)]
 pub use resources::{
-    container_resources, oom_killed, oom_while_running, pod_cgroup_caps_containers,
-    update_container_resources,
+    container_resources, memory_limit_too_low, oom_killed, oom_while_running,
+    pod_cgroup_caps_containers, update_container_resources,
 };
 use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.

@@ -247,3 +247,42 @@ pub fn pod_cgroup_caps_containers(env: &CriEnv) {
     remove_pod(env, &free);
     remove_pod(env, &pod);
 }
+
+/// A memory limit below what a container can start in (one page) with each of `handlers`:
+/// StartContainer fails with one error naming the memory limit, the container is exited
+/// (StartError), and the pod runs its other containers on.
+pub fn memory_limit_too_low(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    for &handler in handlers {
+        let pod = run_pod(env, spec::pod("tiny", &env.log_dir()), handler);
+        let other = start(env, &pod, &spec::container("other", spec::SLEEPER));
+        let mut c = spec::container("tiny", spec::SLEEPER);
+        if let Some(linux) = c.linux.as_mut() {
+            linux.resources = Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 4096,
+                ..Default::default()
+            });
+        }
+        let id = env
+            .create_container(&pod.id, &c, &pod.config)
+            .unwrap_or_else(|e| panic!("{handler}: CreateContainer: {e}"));
+        let e = env
+            .cri()
+            .start_container(&id)
+            .expect_err("a container in one page of memory started");
+        eprintln!("{handler}: {}", e.message());
+        assert!(
+            e.message().contains("memory limit") && e.message().contains("4096"),
+            "{handler}: {}",
+            e.message()
+        );
+        let st = env.cri().container_status(&id).expect("ContainerStatus");
+        assert_eq!(st.reason, "StartError", "{handler}");
+        env.cri()
+            .remove_container(&id)
+            .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
+        assert_eq!(exec_ok(env, &other, &["echo", "alive"]).trim(), "alive");
+        stop_remove_ok(env, &other);
+        remove_pod(env, &pod);
+    }
+}
