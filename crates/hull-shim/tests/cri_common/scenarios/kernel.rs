@@ -7,7 +7,7 @@ use super::*;
 
 /// `(name, shell condition)`: what a container of a normal Linux host finds.
 const PROBES: &[(&str, &str)] = &[
-    ("sysv-ipc", "ipcs -m >/dev/null && test -e /proc/sys/kernel/shm_rmid_forced"),
+    ("sysv-ipc", "test -e /proc/sysvipc/shm -a -e /proc/sys/kernel/shm_rmid_forced"),
     ("ipc-sysctls", "test -e /proc/sys/kernel/msgmax -a -e /proc/sys/kernel/sem -a -e /proc/sys/kernel/shmmax"),
     ("posix-mqueue", "test -e /proc/sys/fs/mqueue/msg_max"),
     ("bridge", "brctl addbr hullbr0 && brctl delbr hullbr0"),
