@@ -17,7 +17,11 @@ use crate::error::{Error, Result};
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// How long removal waits for the last processes to leave.
-const REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The file in a sandbox's run directory that lists the cgroup directories it made, so that
+/// `delete` after a shim crash removes them too.
+const RECORD: &str = "host-cgroups";
 
 /// A cgroup made (or joined) for one sandbox, in each hierarchy.
 #[derive(Debug)]
@@ -157,34 +161,72 @@ impl HostCgroup {
         &self.dirs
     }
 
+    /// Write the directories made by `create` to `<run_dir>/host-cgroups`.
+    pub fn record(&self, run_dir: &Path) -> Result<()> {
+        let list: String = self
+            .created
+            .iter()
+            .map(|d| format!("{}\n", d.display()))
+            .collect();
+        let path = run_dir.join(RECORD);
+        fs::write(&path, list).map_err(|e| Error::io(format!("write {}", path.display()), e))
+    }
+
     /// Remove the directories made by `create` (after the processes in them have exited:
     /// retried while the kernel still counts them).
     pub fn remove(&mut self) {
-        let deadline = Instant::now() + REMOVE_TIMEOUT;
-        for dir in self.created.drain(..) {
-            loop {
-                match fs::remove_dir(&dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == ErrorKind::NotFound => break,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(e) => {
-                        // A parent still holding others' cgroups is not ours to remove.
-                        if e.raw_os_error() != Some(libc::ENOTEMPTY)
-                            && e.raw_os_error() != Some(libc::EBUSY)
-                        {
-                            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove cgroup");
-                        }
-                        break;
-                    }
+        remove_dirs(self.created.drain(..));
+        self.dirs.clear();
+    }
+}
+
+/// Remove the cgroups a sandbox whose shim died recorded in `run_dir` (see
+/// [`HostCgroup::record`]); only clean paths under [`CGROUP_ROOT`] are touched.
+pub fn remove_recorded(run_dir: &Path) {
+    let Ok(list) = fs::read_to_string(run_dir.join(RECORD)) else {
+        return;
+    };
+    let root = Path::new(CGROUP_ROOT);
+    let dirs = list.lines().map(PathBuf::from).filter(|d| {
+        d.starts_with(root)
+            && d != root
+            && d.components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+    });
+    remove_dirs(dirs);
+}
+
+/// rmdir each of `dirs` (deepest first), waiting while processes still leave them. A directory
+/// that holds other cgroups (a parent another sandbox uses too) is left alone.
+fn remove_dirs(dirs: impl Iterator<Item = PathBuf>) {
+    let deadline = Instant::now() + REMOVE_TIMEOUT;
+    for dir in dirs {
+        if has_child_cgroups(&dir) {
+            continue;
+        }
+        loop {
+            match fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                // Processes still in it are on their way out.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove cgroup");
+                    break;
                 }
             }
         }
-        self.dirs.clear();
     }
+}
+
+fn has_child_cgroups(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
 }
 
 /// Copy an empty `cpuset.cpus` / `cpuset.mems` of `dir` from its parent (cgroup v1 only).
@@ -280,6 +322,23 @@ mod tests {
             assert!(!d.join("kubepods/pod1").exists(), "{h}: made dirs removed");
             assert!(d.join("kubepods").is_dir(), "{h}: kubelet's dir kept");
         }
+    }
+
+    #[test]
+    fn a_record_names_only_cgroups() {
+        let run = tempfile::tempdir().expect("tempdir");
+        let outside = run.path().join("not-a-cgroup");
+        fs::create_dir(&outside).expect("mkdir");
+        let list = format!(
+            "{}\n/sys/fs/cgroup/../tmp\n/sys/fs/cgroup\n",
+            outside.display()
+        );
+        fs::write(run.path().join(RECORD), list).expect("record");
+        remove_recorded(run.path());
+        assert!(
+            outside.is_dir(),
+            "a path outside /sys/fs/cgroup was removed"
+        );
     }
 
     #[test]

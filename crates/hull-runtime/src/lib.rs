@@ -96,5 +96,7 @@ pub fn cleanup_dead_sandbox(
             }
         }
     }
+    // Its processes are gone (PDEATHSIG), so the cgroups it made can go.
+    hostcgroup::remove_recorded(&dir);
     mounts::remove_dir_if_unmounted(&dir)
 }

@@ -291,7 +291,10 @@ fn boot(
     };
     let netns = opts.netns.as_deref().map(portfwd::open_netns).transpose()?;
     if let Some(path) = &opts.cgroups_path {
-        parts.host_cgroup = Some(HostCgroup::create(Path::new(CGROUP_ROOT), path)?);
+        let cg = parts
+            .host_cgroup
+            .insert(HostCgroup::create(Path::new(CGROUP_ROOT), path)?);
+        cg.record(run_dir)?;
     }
     let shared_dir = run_dir.join("shared");
     std::fs::create_dir(&shared_dir).map_err(|e| Error::io("create shared dir", e))?;

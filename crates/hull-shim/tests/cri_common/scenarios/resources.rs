@@ -147,13 +147,7 @@ pub fn oom_killed(env: &CriEnv, handlers: &[&str]) {
             });
         }
         let id = start(env, &pod, &c);
-        let st = retry(Duration::from_secs(60), || {
-            let st = env.cri().container_status(&id).map_err(|e| e.to_string())?;
-            (cri::ContainerState::try_from(st.state) == Ok(cri::ContainerState::ContainerExited))
-                .then_some(st.clone())
-                .ok_or(format!("{st:?}"))
-        })
-        .unwrap_or_else(|e| panic!("{handler}: the hog did not exit: {e}"));
+        let st = exited(env, &id, handler);
         eprintln!(
             "{handler}: exit {} reason {:?} message {:?}",
             st.exit_code, st.reason, st.message
@@ -218,13 +212,7 @@ pub fn pod_cgroup_caps_containers(env: &CriEnv) {
     let pod = run_pod(env, cfg, HULL);
     let c = spec::container("hog", &["sh", "-c", "head -c 128m /dev/zero | tail"]);
     let id = start(env, &pod, &c);
-    let st = retry(Duration::from_secs(60), || {
-        let st = env.cri().container_status(&id).map_err(|e| e.to_string())?;
-        (cri::ContainerState::try_from(st.state) == Ok(cri::ContainerState::ContainerExited))
-            .then_some(st.clone())
-            .ok_or(format!("{st:?}"))
-    })
-    .unwrap_or_else(|e| panic!("the hog did not exit: {e}"));
+    let st = exited(env, &id, "capped");
     eprintln!("capped pod: exit {} reason {:?}", st.exit_code, st.reason);
     assert_eq!((st.exit_code, st.reason.as_str()), (137, "OOMKilled"));
     env.cri()
@@ -233,13 +221,7 @@ pub fn pod_cgroup_caps_containers(env: &CriEnv) {
     // The same hog in a pod without a memory limit completes.
     let free = run_pod(env, spec::pod("uncapped", &env.log_dir()), HULL);
     let id = start(env, &free, &c);
-    let st = retry(Duration::from_secs(60), || {
-        let st = env.cri().container_status(&id).map_err(|e| e.to_string())?;
-        (cri::ContainerState::try_from(st.state) == Ok(cri::ContainerState::ContainerExited))
-            .then_some(st.clone())
-            .ok_or(format!("{st:?}"))
-    })
-    .unwrap_or_else(|e| panic!("the uncapped hog did not exit: {e}"));
+    let st = exited(env, &id, "uncapped");
     assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
     env.cri()
         .remove_container(&id)
@@ -285,4 +267,15 @@ pub fn memory_limit_too_low(env: &CriEnv, handlers: &[&str]) {
         stop_remove_ok(env, &other);
         remove_pod(env, &pod);
     }
+}
+
+/// ContainerStatus of `id` once it has exited (within 60 s); `who` names it in the panic.
+fn exited(env: &CriEnv, id: &str, who: &str) -> cri::ContainerStatus {
+    retry(Duration::from_secs(60), || {
+        let st = env.cri().container_status(id).map_err(|e| e.to_string())?;
+        (cri::ContainerState::try_from(st.state) == Ok(cri::ContainerState::ContainerExited))
+            .then_some(st.clone())
+            .ok_or(format!("{st:?}"))
+    })
+    .unwrap_or_else(|e| panic!("{who}: the container did not exit: {e}"))
 }
