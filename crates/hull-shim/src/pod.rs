@@ -197,6 +197,7 @@ impl Pod {
                 tracing::warn!(task = id, error = %e, "cannot raise the VM's oom_score_adj");
             }
         }
+        let t_create = std::time::Instant::now();
         let container = match sandbox.create_container(id, &spec, &root_dir) {
             Ok(c) => c,
             Err(e) => {
@@ -217,7 +218,10 @@ impl Pod {
                 execs: HashMap::new(),
             },
         );
-        tracing::info!(task = id, sandbox = %sandbox_id, "task created");
+        // The per-pod start breakdown: the sandbox's prepare_ms and boot_ms ("sandbox ready"),
+        // then each container's create_ms here and start_ms at "process started".
+        tracing::info!(task = id, sandbox = %sandbox_id,
+            create_ms = t_create.elapsed().as_millis() as u64, "task created");
         self.events.send(Event::Create {
             id: id.to_string(),
             bundle: bundle.display().to_string(),
@@ -321,6 +325,7 @@ impl Pod {
             p.status = Status::Starting;
             Ok((container, p.io.clone(), p.spec.clone(), pod_sandbox))
         })?;
+        let t_start = std::time::Instant::now();
         let started = process::open_stdio(&io)
             .map_err(ShimError::from)
             .and_then(|stdio| {
@@ -382,7 +387,13 @@ impl Pod {
                 tracing::warn!(task = id, error = %e, "cannot spawn the OOM watcher");
             }
         }
-        tracing::info!(task = id, exec = exec_id, pid, "process started");
+        tracing::info!(
+            task = id,
+            exec = exec_id,
+            pid,
+            start_ms = t_start.elapsed().as_millis() as u64,
+            "process started"
+        );
         Ok(pid)
     }
 

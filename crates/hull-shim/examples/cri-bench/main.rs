@@ -453,25 +453,56 @@ fn accelerator(env: &CriEnv) -> String {
         .unwrap_or_else(|| "? (not logged)".into())
 }
 
-/// (`prepare_ms`, `boot_ms`) of each of `pods` from the shim's "sandbox ready" line in
-/// containerd's log: the shim's work before QEMU starts (helpers, pod network), and QEMU start
-/// -> agent ready.
-fn boot_ms(env: &CriEnv, pods: &[String]) -> Vec<(f64, f64)> {
+/// One hull pod start as the shim logged it: the shim's work before QEMU starts (helpers, pod
+/// network, `prepare_ms` of "sandbox ready"), QEMU start -> agent ready (`boot_ms`), then the
+/// sandbox container's and the workload container's create and start through the agent
+/// (`create_ms` of "task created", `start_ms` of "process started").
+#[derive(Debug, Clone, Copy)]
+struct Breakdown {
+    prepare: f64,
+    boot: f64,
+    sandbox_create: f64,
+    sandbox_start: f64,
+    create: f64,
+    start: f64,
+}
+
+/// The [`Breakdown`] of each of `pods` from the shim's lines in containerd's log.
+fn breakdowns(env: &CriEnv, pods: &[String]) -> Vec<Breakdown> {
     let log = std::fs::read_to_string(env.containerd().log_path()).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let field = |line: &str, name: &str| -> Option<String> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(|v| v.trim_matches('"').to_string())
+    };
+    let number = |line: &str, name: &str| field(line, name)?.parse::<f64>().ok();
+    let find = |msg: &str, key: &str, value: &str| {
+        lines
+            .iter()
+            .copied()
+            .find(|l| l.contains(msg) && field(l, key).as_deref() == Some(value))
+    };
     pods.iter()
         .filter_map(|id| {
-            let key = format!("sandbox={id}");
-            let line = log
-                .lines()
-                .filter(|l| l.contains("sandbox ready"))
-                .find(|l| l.split_whitespace().any(|w| w == key))?;
-            let field = |name: &str| -> Option<f64> {
-                line.split_whitespace()
-                    .find_map(|w| w.strip_prefix(name))?
-                    .parse()
-                    .ok()
-            };
-            Some((field("prepare_ms=")?, field("boot_ms=")?))
+            let ready = find("sandbox ready", "sandbox=", id)?;
+            let sandbox_created = find("task created", "task=", id)?;
+            let sandbox_started = find("process started", "task=", id)?;
+            let created = lines.iter().copied().find(|l| {
+                l.contains("task created")
+                    && field(l, "sandbox=").as_deref() == Some(id)
+                    && field(l, "task=").as_deref() != Some(id)
+            })?;
+            let cid = field(created, "task=")?;
+            let started = find("process started", "task=", &cid)?;
+            Some(Breakdown {
+                prepare: number(ready, "prepare_ms=")?,
+                boot: number(ready, "boot_ms=")?,
+                sandbox_create: number(sandbox_created, "create_ms=")?,
+                sandbox_start: number(sandbox_started, "start_ms=")?,
+                create: number(created, "create_ms=")?,
+                start: number(started, "start_ms=")?,
+            })
         })
         .collect()
 }
@@ -481,7 +512,7 @@ fn fmt_ms(v: &[f64]) -> String {
     format!("{m:.0} ms ({lo:.0}-{hi:.0})")
 }
 
-fn report(a: &Args, f: &Figures, boot: &[(f64, f64)], header: &str) -> String {
+fn report(a: &Args, f: &Figures, boot: &[Breakdown], header: &str) -> String {
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
@@ -528,13 +559,20 @@ fn report(a: &Args, f: &Figures, boot: &[(f64, f64)], header: &str) -> String {
         ""
     ));
     line(format!(
-        "| of hull's RunPodSandbox: shim before QEMU (`prepare_ms`) / QEMU start -> agent ready (`boot_ms`), medians | | {} | |",
+        "| hull per-pod start breakdown from the shim's log, medians: prepare / QEMU start -> agent ready / sandbox container create + start / container create / container start | | {} | |",
         if boot.is_empty() {
             "not logged".to_string()
         } else {
-            let p: Vec<f64> = boot.iter().map(|b| b.0).collect();
-            let b: Vec<f64> = boot.iter().map(|b| b.1).collect();
-            format!("{:.0} / {:.0} ms", median(&p), median(&b))
+            let m = |f: &dyn Fn(&Breakdown) -> f64| median(&boot.iter().map(f).collect::<Vec<_>>());
+            format!(
+                "{:.0} / {:.0} / {:.0} + {:.0} / {:.0} / {:.0} ms",
+                m(&|b| b.prepare),
+                m(&|b| b.boot),
+                m(&|b| b.sandbox_create),
+                m(&|b| b.sandbox_start),
+                m(&|b| b.create),
+                m(&|b| b.start)
+            )
         }
     ));
     let removal = |r: &StartRun| r.stop + r.remove;
@@ -659,7 +697,7 @@ fn main() -> ExitCode {
     };
     let mut figures = Figures::default();
     let result = measure(&env, &args, &mut figures);
-    let boot = boot_ms(&env, &figures.hull_pods);
+    let boot = breakdowns(&env, &figures.hull_pods);
     if let Some(keep) = std::env::var_os("CRI_BENCH_LOG") {
         match std::fs::copy(env.containerd().log_path(), &keep) {
             Ok(_) => eprintln!(
