@@ -322,3 +322,30 @@ async fn a_stop_right_after_start_reaches_the_handler_the_init_installs_later() 
     rt.remove(id).await.expect("remove");
     assert!(!cg.join("hull").join(id).exists(), "cgroup left behind");
 }
+
+/// A container process starts with nothing blocked and nothing ignored, as with runc (the
+/// helper is a Rust binary that ignores SIGPIPE; execve would keep that).
+#[tokio::test]
+async fn container_starts_with_default_signal_state() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    // `sh` is the script's interpreter; the status read is its child's, after a fork.
+    let (out, err, status) = run(
+        &rt,
+        shared.path(),
+        &cg,
+        "c-signals",
+        "cat /proc/self/status; true",
+    )
+    .await;
+    assert_eq!(status, 0, "stderr: {err}");
+    let masks: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("SigBlk:") || l.starts_with("SigIgn:"))
+        .collect();
+    assert_eq!(
+        masks,
+        ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"]
+    );
+}

@@ -23,7 +23,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::cgroup;
 use super::wire::{HelperConfig, HelperError, HelperMode, Status};
-use super::{console, rootfs, setup};
+use super::{console, rootfs, setup, signals};
 
 /// Exit code of a helper that could not even read its arguments.
 const BAD_USAGE: i32 = 125;
@@ -215,6 +215,7 @@ fn container_init(
 }
 
 fn exec(p: &setup::Prepared) -> Errno {
+    signals::reset();
     match execve(&p.path, &p.args, &p.env) {
         Ok(never) => match never {},
         Err(e) => e,

@@ -15,6 +15,7 @@ mod remove;
 mod rootfs;
 mod setup;
 mod signal;
+mod signals;
 pub mod spec;
 mod start;
 pub mod wire;
