@@ -16,6 +16,11 @@ impl Runtime {
     pub async fn create(&self, id: &str, spec_json: &[u8]) -> Result<(), AgentError> {
         validate(id)?;
         let spec = spec::parse_spec(spec_json, &self.config.shared_dir)?;
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        if let Some(profile) = &seccomp {
+            super::seccomp::compile(profile)
+                .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;
+        }
         {
             let containers = lock(&self.containers);
             let mut reserved = lock(&self.reserved);
@@ -39,6 +44,7 @@ impl Runtime {
         spec: oci_spec::runtime::Spec,
     ) -> Result<Arc<Container>, AgentError> {
         let cgroup = Cgroup::path(&self.config.cgroup_root, id);
+        let spec_seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let terminal = spec
             .process()
             .as_ref()
@@ -97,6 +103,7 @@ impl Runtime {
             pending: Mutex::new(pending),
             started: Mutex::new(false),
             execs: Mutex::default(),
+            seccomp: spec_seccomp.map(Box::new),
         }))
     }
 }

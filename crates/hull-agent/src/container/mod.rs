@@ -13,6 +13,7 @@ mod io;
 mod launch;
 mod remove;
 mod rootfs;
+mod seccomp;
 mod setup;
 mod signal;
 mod signals;
@@ -71,6 +72,8 @@ pub struct Container {
     pending: Mutex<Option<Pending>>,
     started: Mutex<bool>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// linux.seccomp of the spec: exec'd processes get it too
+    seccomp: Option<Box<oci_spec::runtime::LinuxSeccomp>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
