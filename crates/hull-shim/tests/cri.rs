@@ -241,3 +241,25 @@ fn cri_update_container_resources_runc_and_hull_alike() {
 fn cri_oom_killed_runc_and_hull_alike() {
     with_env(|env| scenarios::oom_killed(env, &[RUNC, HULL]));
 }
+
+// The security side of the OCI spec (scenarios/security.rs).
+
+#[test]
+fn cri_signal_state_runc_and_hull_alike() {
+    with_env(|env| scenarios::signal_state(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_setuid_and_no_new_privs_runc_and_hull_alike() {
+    with_env(|env| scenarios::setuid_and_no_new_privs(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_seccomp_profiles_runc_and_hull_alike() {
+    with_env(|env| scenarios::seccomp_profiles(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_users_and_groups_runc_and_hull_alike() {
+    with_env(|env| scenarios::users_and_groups(env, &[RUNC, HULL]));
+}
