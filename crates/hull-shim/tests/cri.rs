@@ -263,3 +263,8 @@ fn cri_seccomp_profiles_runc_and_hull_alike() {
 fn cri_users_and_groups_runc_and_hull_alike() {
     with_env(|env| scenarios::users_and_groups(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_sysctls_runc_and_hull_alike() {
+    with_env(|env| scenarios::sysctls(env, &[RUNC, HULL]));
+}

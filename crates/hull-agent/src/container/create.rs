@@ -17,6 +17,13 @@ impl Runtime {
         validate(id)?;
         let spec = spec::parse_spec(spec_json, &self.config.shared_dir)?;
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        if let Some(linux) = spec.linux() {
+            let nss = linux.namespaces().clone().unwrap_or_default();
+            if let Some(sysctls) = linux.sysctl() {
+                super::sysctl::validate(sysctls, &nss)
+                    .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;
+            }
+        }
         if let Some(profile) = &seccomp {
             super::seccomp::compile(profile)
                 .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;

@@ -24,7 +24,7 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
 use super::cgroup;
 use super::seccomp::{self, Filters};
 use super::wire::{HelperConfig, HelperError, HelperMode, Status};
-use super::{console, rootfs, setup, signals};
+use super::{console, rootfs, setup, signals, sysctl};
 
 /// Exit code of a helper that could not even read its arguments.
 const BAD_USAGE: i32 = 125;
@@ -189,6 +189,11 @@ fn container_init(
     start: &OwnedFd,
 ) -> Result<Infallible, HelperError> {
     set_pdeathsig(Signal::SIGKILL).map_err(|e| HelperError::internal("pdeathsig", e))?;
+    // Through the guest's /proc, before the root is switched: the values land in the
+    // namespaces of this process, the container's.
+    if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        sysctl::apply(sysctls).map_err(|e| HelperError::invalid(e.to_string()))?;
+    }
     rootfs::prepare(spec)?;
     if config.terminal {
         console::open_in_container()?;

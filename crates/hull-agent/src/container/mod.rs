@@ -19,6 +19,7 @@ mod signal;
 mod signals;
 pub mod spec;
 mod start;
+mod sysctl;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};

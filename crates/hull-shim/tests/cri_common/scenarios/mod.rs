@@ -15,7 +15,9 @@ mod vm;
 #[allow(unused_imports)]
 pub use resources::{container_resources, oom_killed, update_container_resources};
 #[allow(unused_imports)]
-pub use security::{seccomp_profiles, setuid_and_no_new_privs, signal_state, users_and_groups};
+pub use security::{
+    seccomp_profiles, setuid_and_no_new_privs, signal_state, sysctls, users_and_groups,
+};
 use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.
 #[allow(unused_imports)]

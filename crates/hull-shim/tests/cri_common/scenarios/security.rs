@@ -275,3 +275,57 @@ pub fn users_and_groups(env: &CriEnv, handlers: &[&str]) {
     assert!(ids.starts_with("uid=1000 gid=3000 groups="), "{ids}");
     assert!(ids.contains("4000"), "{ids}");
 }
+
+/// A pod with `sysctls`.
+fn pod_with_sysctls(env: &CriEnv, name: &str, sysctls: &[(&str, &str)]) -> cri::PodSandboxConfig {
+    let mut cfg = spec::pod(name, &env.log_dir());
+    cfg.linux.get_or_insert_with(Default::default).sysctls = sysctls
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    cfg
+}
+
+/// The pod's namespaced sysctls (kubelet's safe set) are what its container reads; a pod asking
+/// for a sysctl the kernel lacks is refused with an error naming it, and a pod already running
+/// beside it is untouched. The same in both runtimes.
+pub fn sysctls(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    let read =
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range";
+    let mut seen = Vec::new();
+    for &handler in handlers {
+        let cfg = pod_with_sysctls(
+            env,
+            "sysctls",
+            &[
+                ("net.ipv4.ip_unprivileged_port_start", "80"),
+                ("net.ipv4.ping_group_range", "0 2147483647"),
+            ],
+        );
+        let pod = run_pod(env, cfg, handler);
+        let id = start(env, &pod, &spec::container("reader", spec::SLEEPER));
+        let values = exec_ok(env, &id, &["sh", "-c", read]);
+
+        let bad = pod_with_sysctls(env, "bad-sysctl", &[("net.ipv4.no_such_sysctl", "1")]);
+        let err = match env.run_pod(&bad, handler) {
+            Ok(id) => panic!("{handler}: pod {id} with an unknown sysctl runs"),
+            Err(e) => e.to_string(),
+        };
+        env.track_ids_from_log();
+        eprintln!("{handler}: {values:?}\n  unknown sysctl: {err}");
+        assert!(err.contains("no_such_sysctl"), "{handler}: {err}");
+        let still = exec_ok(env, &id, &["sh", "-c", read]);
+        assert_eq!(still, values, "{handler}: the running pod changed");
+        for p in env.cri().list_pods().unwrap_or_default() {
+            if p.metadata.as_ref().is_some_and(|m| m.name == "bad-sysctl") {
+                let _ = env.cri().stop_pod(&p.id);
+                let _ = env.cri().remove_pod(&p.id);
+            }
+        }
+        stop_remove_ok(env, &id);
+        remove_pod(env, &pod);
+        seen.push((handler, values));
+    }
+    assert_eq!(all_alike(&seen), "80\n0\t2147483647\n");
+}
