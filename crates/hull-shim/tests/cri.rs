@@ -268,3 +268,8 @@ fn cri_users_and_groups_runc_and_hull_alike() {
 fn cri_sysctls_runc_and_hull_alike() {
     with_env(|env| scenarios::sysctls(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_privileged_runc_and_hull_alike() {
+    with_env(|env| scenarios::privileged(env, &[RUNC, HULL]));
+}

@@ -329,3 +329,51 @@ pub fn sysctls(env: &CriEnv, handlers: &[&str]) {
     }
     assert_eq!(all_alike(&seen), "80\n0\t2147483647\n");
 }
+
+/// Shell text printing whether a tmpfs mount works, whether /dev/kmsg is a character device
+/// (there is one on a host and in a guest) and whether /dev/null works.
+const DEVICE_PROBE: &str =
+    "mkdir -p /tmp/m; mount -t tmpfs none /tmp/m 2>&1 && echo mount=ok || echo mount=denied; \
+                            [ -c /dev/kmsg ] && echo kmsg=yes || echo kmsg=no; \
+                            echo x > /dev/null && echo null=ok";
+
+/// A privileged container (privileged pod; containerd then drops seccomp, masked and read-only
+/// paths and allows every device) can mount a tmpfs and sees the devices of its machine (with
+/// hull: the guest's, not the host's); a plain one cannot and does not. The same in both.
+pub fn privileged(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    let mut seen = Vec::new();
+    for &handler in handlers {
+        let mut cfg = spec::pod("privileged", &env.log_dir());
+        cfg.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .privileged = true;
+        let pod = run_pod(env, cfg, handler);
+        let mut outcomes = Vec::new();
+        for privileged in [true, false] {
+            let mut c = spec::container(&format!("priv-{privileged}"), spec::SLEEPER);
+            security(&mut c).privileged = privileged;
+            let id = start(env, &pod, &c);
+            let probe = exec_ok(env, &id, &["sh", "-c", DEVICE_PROBE]);
+            let devs = exec_ok(env, &id, &["sh", "-c", "ls /dev | wc -l"]);
+            eprintln!(
+                "{handler} privileged={privileged}: {probe:?}, {} entries in /dev",
+                devs.trim()
+            );
+            outcomes.push(probe);
+            stop_remove_ok(env, &id);
+        }
+        remove_pod(env, &pod);
+        seen.push((handler, outcomes));
+    }
+    assert_eq!(
+        all_alike(&seen),
+        [
+            "mount=ok\nkmsg=yes\nnull=ok\n".to_string(),
+            "mount: permission denied (are you root?)\nmount=denied\nkmsg=no\nnull=ok\n"
+                .to_string()
+        ]
+    );
+}
