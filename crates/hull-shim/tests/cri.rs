@@ -273,3 +273,8 @@ fn cri_sysctls_runc_and_hull_alike() {
 fn cri_privileged_runc_and_hull_alike() {
     with_env(|env| scenarios::privileged(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_devices_runc_and_hull_alike() {
+    with_env(|env| scenarios::devices(env, &[RUNC, HULL]));
+}

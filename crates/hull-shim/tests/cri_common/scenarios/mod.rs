@@ -16,7 +16,8 @@ mod vm;
 pub use resources::{container_resources, oom_killed, update_container_resources};
 #[allow(unused_imports)]
 pub use security::{
-    privileged, seccomp_profiles, setuid_and_no_new_privs, signal_state, sysctls, users_and_groups,
+    devices, privileged, seccomp_profiles, setuid_and_no_new_privs, signal_state, sysctls,
+    users_and_groups,
 };
 use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.

@@ -377,3 +377,50 @@ pub fn privileged(env: &CriEnv, handlers: &[&str]) {
         ]
     );
 }
+
+/// A device of the container config (CRI `devices`, host /dev/fuse, which the guest kernel has
+/// too) appears with the same type, numbers, mode and owner in both runtimes. With hull a host
+/// device the guest lacks (/dev/kvm) fails the container with an error naming it.
+pub fn devices(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    let device = |host: &str, path: &str| cri::Device {
+        host_path: host.to_string(),
+        container_path: path.to_string(),
+        permissions: "rwm".to_string(),
+    };
+    let mut seen = Vec::new();
+    for &handler in handlers {
+        let pod = run_pod(env, spec::pod("devices", &env.log_dir()), handler);
+        let mut c = spec::container("fuse", spec::SLEEPER);
+        c.devices = vec![device("/dev/fuse", "/dev/fuse")];
+        let id = start(env, &pod, &c);
+        let st = exec_ok(env, &id, &["stat", "-c", "%A %t:%T %u:%g", "/dev/fuse"]);
+        eprintln!("{handler}: /dev/fuse {st:?}");
+        seen.push((handler, st));
+        stop_remove_ok(env, &id);
+        if handler == HULL && Path::new("/dev/kvm").exists() {
+            let mut c = spec::container("kvm", spec::SLEEPER);
+            c.devices = vec![device("/dev/kvm", "/dev/kvm")];
+            let r = env
+                .create_container(&pod.id, &c, &pod.config)
+                .and_then(|id| env.cri().start_container(&id).map(|()| id));
+            let err = match r {
+                Ok(id) => panic!("hull: container {id} with the host's /dev/kvm started"),
+                Err(e) => e.to_string(),
+            };
+            eprintln!("hull: /dev/kvm: {err}");
+            assert!(
+                err.contains("device /dev/kvm (c 10:232) does not exist in the guest"),
+                "{err}"
+            );
+            for c in env.cri().list_containers().unwrap_or_default() {
+                if c.pod_sandbox_id == pod.id {
+                    let _ = env.cri().remove_container(&c.id);
+                }
+            }
+        }
+        remove_pod(env, &pod);
+    }
+    let st = all_alike(&seen);
+    assert!(st.starts_with("c") && st.contains(" a:e5 0:0"), "{st}");
+}
