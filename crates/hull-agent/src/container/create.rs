@@ -25,8 +25,14 @@ impl Runtime {
             }
         }
         if let Some(profile) = &seccomp {
-            super::seccomp::compile(profile)
+            let filters = super::seccomp::compile(profile)
                 .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;
+            tracing::debug!(
+                container = id,
+                filters = filters.programs.len(),
+                instructions = filters.programs.iter().map(Vec::len).sum::<usize>(),
+                "seccomp profile compiled"
+            );
         }
         {
             let containers = lock(&self.containers);

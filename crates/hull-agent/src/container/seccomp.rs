@@ -8,13 +8,14 @@
 //! action, anything else Allow). A call a rule with action X matches is thus X (the base allows
 //! it); an unmatched call gets the default; equal precedences (two ERRNOs) are decided by the
 //! later filter, i.e. the rule's. Unknown syscall names are skipped, as libseccomp does for names
-//! this architecture lacks. Only x86_64 is compiled: other architectures of the list are ignored.
+//! this architecture lacks. Only x86_64 is compiled, whatever the architectures list says
+//! (libseccomp too always keeps the native one); calls of another ABI (i386 `int 0x80`) are killed.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction as Action, LinuxSeccompFilterFlag as Flag,
+    LinuxSeccomp, LinuxSeccompAction as Action, LinuxSeccompFilterFlag as Flag,
     LinuxSeccompOperator as Op, LinuxSyscall,
 };
 use seccompiler::{
@@ -31,9 +32,6 @@ pub enum SeccompError {
     /// A flag this implementation does not know.
     #[error("seccomp profile: flag {0} is not supported")]
     UnsupportedFlag(String),
-    /// The architectures list excludes x86_64.
-    #[error("seccomp profile: architectures {0} do not include x86_64")]
-    NoNativeArch(String),
     /// A rule's argument condition is malformed.
     #[error("seccomp profile: syscall {name}: {reason}")]
     BadArg {
@@ -141,24 +139,8 @@ fn filter(
         .map_err(|e| SeccompError::Compile(e.to_string()))
 }
 
-fn arch_names(archs: &[Arch]) -> String {
-    archs
-        .iter()
-        .map(|a| format!("{a:?}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Compile `profile` for x86_64. Errors name the offending part of the profile.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Filters, SeccompError> {
-    if let Some(archs) = profile.architectures().as_deref().filter(|a| !a.is_empty()) {
-        let native = archs
-            .iter()
-            .any(|a| matches!(a, Arch::ScmpArchX86_64 | Arch::ScmpArchNative));
-        if !native {
-            return Err(SeccompError::NoNativeArch(arch_names(archs)));
-        }
-    }
     let mut flags = 0;
     for f in profile.flags().iter().flatten() {
         flags |= flag(*f)?;
@@ -288,12 +270,12 @@ mod tests {
             compile(&notify).expect_err("notify").to_string(),
             "seccomp profile: action SCMP_ACT_NOTIFY is not supported"
         );
-        let arch =
-            profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_ARM"]}"#);
-        assert_eq!(
-            compile(&arch).expect_err("arch").to_string(),
-            "seccomp profile: architectures ScmpArchArm do not include x86_64"
+        // The architectures list does not matter: x86_64 is compiled in any case.
+        let arm_only = profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_ARM"],
+               "syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#,
         );
+        assert_eq!(compile(&arm_only).map(|f| f.programs.len()), Ok(1));
         let idx = profile(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":7,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
         );
