@@ -139,21 +139,7 @@ impl PrivateContainerd {
             .expect("write containerd config");
         let log = dir.join("containerd.log");
         let log_file = std::fs::File::create(&log).expect("create containerd log");
-        let mut cmd = Command::new(containerd);
-        // Started as systemd starts it, with every signal at its default: glibc's posix_spawn
-        // (what std uses without pre_exec) leaves its internal signals 32 and 33 ignored in the
-        // child, and containerd would hand that on to runc's containers.
-        // SAFETY: the closure only makes the async-signal-safe rt_sigaction system call.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                let dfl = [libc::SIG_DFL as libc::c_ulong, 0, 0, 0];
-                for sig in [32, 33] {
-                    libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0usize, 8usize);
-                }
-                Ok(())
-            })
-        };
-        let child = cmd
+        let child = Command::new(containerd)
             .arg("--config")
             .arg(&config)
             .env("PATH", setup::containerd_path())

@@ -37,8 +37,28 @@ fn all_alike<T: PartialEq + std::fmt::Debug + Clone>(seen: &[(&str, T)]) -> T {
     want
 }
 
+/// glibc's internal signals 32 and 33 as bits of a /proc status mask.
+const GLIBC_INTERNAL: u64 = 0b11 << 31;
+
+/// The SigBlk and SigIgn masks of `/proc/<pid>/status` text.
+fn masks(status: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no {name} in {status:?}"))
+    };
+    (field("SigBlk:"), field("SigIgn:"))
+}
+
 /// The signal mask and ignored signals of a container's first process and of an exec'd one:
 /// nothing blocked, nothing ignored beyond what the shell does itself, as runc leaves them.
+///
+/// The test's containerd is spawned by glibc's posix_spawn, which leaves glibc's internal
+/// signals 32 and 33 ignored in the child; containerd and runc hand that on to the container
+/// (under systemd they are not ignored). hull resets them like every other signal, so they are
+/// left out of the comparison with runc and must be clear with hull.
 pub fn signal_state(env: &CriEnv, handlers: &[&str]) {
     env.pull_busybox();
     let script = "grep -E 'SigBlk|SigIgn' /proc/self/status > /tmp/init-signals; \
@@ -64,15 +84,17 @@ pub fn signal_state(env: &CriEnv, handlers: &[&str]) {
         })
         .unwrap_or_else(|e| panic!("{handler}: {e}"));
         eprintln!("{handler}: exec {exec:?} init {init:?}");
-        seen.push((handler, (init, exec.clone())));
-        assert_eq!(
-            exec, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
-            "{handler}"
-        );
+        let (init, exec) = (masks(&init), masks(&exec));
+        if handler == HULL {
+            assert_eq!((init.1 & GLIBC_INTERNAL, exec), (0, (0, 0)), "{handler}");
+        }
+        let strip = |(blk, ign): (u64, u64)| (blk, ign & !GLIBC_INTERNAL);
+        seen.push((handler, (strip(init), strip(exec))));
         stop_remove_ok(env, &id);
         remove_pod(env, &pod);
     }
-    all_alike(&seen);
+    let (_, exec) = all_alike(&seen);
+    assert_eq!(exec, (0, 0), "an exec'd process blocks or ignores signals");
 }
 
 /// A host directory with a setuid-root copy of busybox and an /etc/passwd whose root has no
@@ -287,8 +309,8 @@ fn pod_with_sysctls(env: &CriEnv, name: &str, sysctls: &[(&str, &str)]) -> cri::
 }
 
 /// The pod's namespaced sysctls (kubelet's safe set) are what its container reads; a pod asking
-/// for a sysctl the kernel lacks is refused with an error naming it, and a pod already running
-/// beside it is untouched. The same in both runtimes.
+/// for a sysctl the kernel lacks, or for one of the whole kernel (kernel.panic), is refused with
+/// an error naming it, and a pod already running beside it is untouched. The same in both runtimes.
 pub fn sysctls(env: &CriEnv, handlers: &[&str]) {
     env.pull_busybox();
     let read =
@@ -315,6 +337,17 @@ pub fn sysctls(env: &CriEnv, handlers: &[&str]) {
         env.track_ids_from_log();
         eprintln!("{handler}: {values:?}\n  unknown sysctl: {err}");
         assert!(err.contains("no_such_sysctl"), "{handler}: {err}");
+        let global = pod_with_sysctls(env, "bad-sysctl", &[("kernel.panic", "1")]);
+        let err = match env.run_pod(&global, handler) {
+            Ok(id) => panic!("{handler}: pod {id} with kernel.panic runs"),
+            Err(e) => e.to_string(),
+        };
+        env.track_ids_from_log();
+        eprintln!("  kernel.panic: {err}");
+        assert!(
+            err.contains("kernel.panic") && err.contains("is not in a separate kernel namespace"),
+            "{handler}: {err}"
+        );
         let still = exec_ok(env, &id, &["sh", "-c", read]);
         assert_eq!(still, values, "{handler}: the running pod changed");
         for p in env.cri().list_pods().unwrap_or_default() {
