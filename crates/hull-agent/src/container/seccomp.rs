@@ -162,14 +162,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filters, SeccompError> {
             if act == SeccompAction::Allow {
                 continue;
             }
-            let chains = match by_action.iter_mut().find(|(a, _)| *a == act) {
-                Some((_, c)) => c,
+            let i = match by_action.iter().position(|(a, _)| *a == act) {
+                Some(i) => i,
                 None => {
                     by_action.push((act.clone(), Chains::new()));
-                    &mut by_action.last_mut().expect("just pushed").1
+                    by_action.len() - 1
                 }
             };
-            add(chains, nr, r);
+            add(&mut by_action[i].1, nr, r);
         }
     }
     let mut programs = Vec::new();
