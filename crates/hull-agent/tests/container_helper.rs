@@ -421,3 +421,39 @@ async fn bad_seccomp_profile_fails_create() {
         "{err:?}"
     );
 }
+
+/// A profile shaped like RuntimeDefault (default ERRNO(EPERM), an allow list, one call allowed
+/// only with some arguments, one rule with its own errno) over stacked filters: chmod to 0755
+/// is allowed, chmod to 0700 falls to the default EPERM, mkdir gets the rule's ENOSYS.
+#[tokio::test]
+async fn seccomp_default_errno_profile_with_conditions() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    let allowed: Vec<&str> = syscalls::Sysno::iter()
+        .map(|s| s.name())
+        .filter(|n| !["chmod", "fchmodat", "mkdir", "mkdirat"].contains(n))
+        .collect();
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+        "syscalls": [
+            {"names": allowed, "action": "SCMP_ACT_ALLOW"},
+            {"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 1, "value": 493, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+        ]
+    });
+    let script = "touch /tmp/f; chmod 755 /tmp/f; echo chmod755=$?; chmod 700 /tmp/f; \
+                  echo chmod700=$?; mkdir /tmp/d; echo mkdir=$?";
+    let (out, err, status) = run_with(&rt, shared.path(), &cg, "c-seccomp-default", script, |s| {
+        s["linux"]["seccomp"] = profile;
+    })
+    .await;
+    assert_eq!(status, 0, "stderr: {err}");
+    assert_eq!(out, "chmod755=0\nchmod700=1\nmkdir=1\n", "stderr: {err}");
+    assert!(
+        err.contains("chmod: /tmp/f: Operation not permitted"),
+        "{err}"
+    );
+    assert!(err.contains("Function not implemented"), "{err}");
+}
