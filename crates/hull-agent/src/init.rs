@@ -137,7 +137,9 @@ fn mount_shared(errors: &mut Vec<String>, kind: SharedFs) {
         Some(SHARED_FS_TAG),
         GUEST_SHARED_DIR,
         Some(fstype),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        // Not nosuid: the guest is the isolation boundary, and setuid binaries of an image
+        // must work as with runc (no_new_privs still stops them where the spec asks).
+        MsFlags::MS_NODEV,
         data,
     ) {
         errors.push(format!(

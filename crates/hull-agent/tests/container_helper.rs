@@ -50,7 +50,8 @@ fn make_rootfs(shared: &Path, id: &str) -> PathBuf {
     }
     fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
     for l in [
-        "sh", "echo", "cat", "id", "hostname", "ls", "sleep", "pwd", "touch", "env",
+        "sh", "echo", "cat", "id", "hostname", "ls", "sleep", "pwd", "touch", "env", "mkdir",
+        "chmod", "rm",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).expect("symlink");
     }
@@ -110,8 +111,23 @@ async fn run(
     id: &str,
     script: &str,
 ) -> (String, String, i32) {
+    run_with(rt, shared, cg, id, script, |_| {}).await
+}
+
+/// [`run`] with the spec (as JSON) changed by `edit` first.
+async fn run_with(
+    rt: &Runtime,
+    shared: &Path,
+    cg: &Path,
+    id: &str,
+    script: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (String, String, i32) {
     let root = make_rootfs(shared, id);
-    rt.create(id, &spec(&root, &["sh", "-c", script], ""))
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&spec(&root, &["sh", "-c", script], "")).expect("spec json");
+    edit(&mut json);
+    rt.create(id, &serde_json::to_vec(&json).expect("spec"))
         .await
         .expect("create");
     rt.close_stdin(id, "").expect("close stdin");
@@ -321,4 +337,123 @@ async fn a_stop_right_after_start_reaches_the_handler_the_init_installs_later() 
     assert_eq!(status, 7);
     rt.remove(id).await.expect("remove");
     assert!(!cg.join("hull").join(id).exists(), "cgroup left behind");
+}
+
+/// A container process starts with nothing blocked and nothing ignored, as with runc (the
+/// helper is a Rust binary that ignores SIGPIPE; execve would keep that).
+#[tokio::test]
+async fn container_starts_with_default_signal_state() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    // `sh` is the script's interpreter; the status read is its child's, after a fork.
+    let (out, err, status) = run(
+        &rt,
+        shared.path(),
+        &cg,
+        "c-signals",
+        "cat /proc/self/status; true",
+    )
+    .await;
+    assert_eq!(status, 0, "stderr: {err}");
+    let masks: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("SigBlk:") || l.starts_with("SigIgn:"))
+        .collect();
+    assert_eq!(
+        masks,
+        ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"]
+    );
+}
+
+const DENY_MKDIR: &str = r#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+  "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+               {"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 448, "op": "SCMP_CMP_EQ"}]}]}"#;
+
+/// linux.seccomp applies with and without no_new_privs (loaded early, before the capability
+/// to do so is dropped, in the second case): mkdir fails with ENOSYS, chmod to mode 0700 (an
+/// argument condition) with the default EPERM, chmod to another mode works.
+#[tokio::test]
+async fn seccomp_profile_applies_with_and_without_no_new_privs() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    for nnp in [true, false] {
+        let id = format!("c-seccomp-{nnp}");
+        let script = "mkdir /tmp/d; echo mkdir=$?; touch /tmp/f && chmod 755 /tmp/f; \
+                      echo chmod755=$?; chmod 700 /tmp/f; echo chmod700=$?";
+        let (out, err, status) = run_with(&rt, shared.path(), &cg, &id, script, |spec| {
+            spec["process"]["noNewPrivileges"] = nnp.into();
+            spec["process"]["user"] = serde_json::json!({"uid": 0, "gid": 0});
+            spec["linux"]["seccomp"] = serde_json::from_str(DENY_MKDIR).expect("profile");
+        })
+        .await;
+        assert_eq!(status, 0, "nnp={nnp} stderr: {err}");
+        assert_eq!(out, "mkdir=1\nchmod755=0\nchmod700=1\n", "nnp={nnp}");
+        assert!(
+            err.contains("mkdir: can't create directory '/tmp/d': Function not implemented"),
+            "nnp={nnp}: {err}"
+        );
+        assert!(
+            err.contains("chmod: /tmp/f: Operation not permitted"),
+            "nnp={nnp}: {err}"
+        );
+    }
+}
+
+/// An invalid profile fails CreateContainer with one readable line.
+#[tokio::test]
+async fn bad_seccomp_profile_fails_create() {
+    let Some((shared, rt, _cg)) = setup() else {
+        return;
+    };
+    let root = make_rootfs(shared.path(), "c-bad-seccomp");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&spec(&root, &["sh"], "")).expect("spec json");
+    json["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"});
+    let err = rt
+        .create("c-bad-seccomp", &serde_json::to_vec(&json).expect("spec"))
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, AgentError::InvalidArgument(m)
+            if m == "seccomp profile: action SCMP_ACT_NOTIFY is not supported"),
+        "{err:?}"
+    );
+}
+
+/// A profile shaped like RuntimeDefault (default ERRNO(EPERM), an allow list, one call allowed
+/// only with some arguments, one rule with its own errno) over stacked filters: chmod to 0755
+/// is allowed, chmod to 0700 falls to the default EPERM, mkdir gets the rule's ENOSYS.
+#[tokio::test]
+async fn seccomp_default_errno_profile_with_conditions() {
+    let Some((shared, rt, cg)) = setup() else {
+        return;
+    };
+    let allowed: Vec<&str> = syscalls::Sysno::iter()
+        .map(|s| s.name())
+        .filter(|n| !["chmod", "fchmodat", "mkdir", "mkdirat"].contains(n))
+        .collect();
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+        "syscalls": [
+            {"names": allowed, "action": "SCMP_ACT_ALLOW"},
+            {"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 1, "value": 493, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+        ]
+    });
+    let script = "touch /tmp/f; chmod 755 /tmp/f; echo chmod755=$?; chmod 700 /tmp/f; \
+                  echo chmod700=$?; mkdir /tmp/d; echo mkdir=$?";
+    let (out, err, status) = run_with(&rt, shared.path(), &cg, "c-seccomp-default", script, |s| {
+        s["linux"]["seccomp"] = profile;
+    })
+    .await;
+    assert_eq!(status, 0, "stderr: {err}");
+    assert_eq!(out, "chmod755=0\nchmod700=1\nmkdir=1\n", "stderr: {err}");
+    assert!(
+        err.contains("chmod: /tmp/f: Operation not permitted"),
+        "{err}"
+    );
+    assert!(err.contains("Function not implemented"), "{err}");
 }

@@ -164,9 +164,7 @@ impl Pod {
         if self.state().tasks.contains_key(id) {
             return Err(ShimError::AlreadyExists(format!("task {id}")));
         }
-        let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
-            ShimError::InvalidArgument(format!("{}/config.json: {e}", bundle.display()))
-        })?;
+        let spec = load_spec(&bundle.join("config.json"))?;
         let sandbox_id = spec
             .annotations()
             .as_ref()
@@ -675,3 +673,13 @@ fn display_exec(exec_id: &str) -> &str {
 #[cfg(test)]
 #[path = "pod_tests.rs"]
 mod tests;
+
+/// The bundle's OCI spec; a spec that does not parse is named with serde's reason (e.g. an
+/// unknown seccomp action), not oci-spec's bare "invalid argument".
+fn load_spec(path: &Path) -> Result<Spec> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ShimError::InvalidArgument(format!("invalid OCI spec {}: {e}", path.display()))
+    })
+}

@@ -261,3 +261,40 @@ fn cri_guest_kernel_has_what_containers_expect_beside_runc() {
 fn cri_memory_limit_too_low_runc_and_hull_alike() {
     with_env(|env| scenarios::memory_limit_too_low(env, &[RUNC, HULL]));
 }
+
+// The security side of the OCI spec (scenarios/security.rs).
+
+#[test]
+fn cri_signal_state_runc_and_hull_alike() {
+    with_env(|env| scenarios::signal_state(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_setuid_and_no_new_privs_runc_and_hull_alike() {
+    with_env(|env| scenarios::setuid_and_no_new_privs(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_seccomp_profiles_runc_and_hull_alike() {
+    with_env(|env| scenarios::seccomp_profiles(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_users_and_groups_runc_and_hull_alike() {
+    with_env(|env| scenarios::users_and_groups(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_sysctls_runc_and_hull_alike() {
+    with_env(|env| scenarios::sysctls(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_privileged_runc_and_hull_alike() {
+    with_env(|env| scenarios::privileged(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_devices_runc_and_hull_alike() {
+    with_env(|env| scenarios::devices(env, &[RUNC, HULL]));
+}

@@ -16,6 +16,24 @@ impl Runtime {
     pub async fn create(&self, id: &str, spec_json: &[u8]) -> Result<(), AgentError> {
         validate(id)?;
         let spec = spec::parse_spec(spec_json, &self.config.shared_dir)?;
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        if let Some(linux) = spec.linux() {
+            let nss = linux.namespaces().clone().unwrap_or_default();
+            if let Some(sysctls) = linux.sysctl() {
+                super::sysctl::validate(sysctls, &nss)
+                    .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;
+            }
+        }
+        if let Some(profile) = &seccomp {
+            let filters = super::seccomp::compile(profile)
+                .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;
+            tracing::debug!(
+                container = id,
+                filters = filters.programs.len(),
+                instructions = filters.programs.iter().map(Vec::len).sum::<usize>(),
+                "seccomp profile compiled"
+            );
+        }
         {
             let containers = lock(&self.containers);
             let mut reserved = lock(&self.reserved);
@@ -39,6 +57,7 @@ impl Runtime {
         spec: oci_spec::runtime::Spec,
     ) -> Result<Arc<Container>, AgentError> {
         let cgroup = Cgroup::path(&self.config.cgroup_root, id);
+        let spec_seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let terminal = spec
             .process()
             .as_ref()
@@ -103,6 +122,7 @@ impl Runtime {
             pending: Mutex::new(pending),
             started: Mutex::new(false),
             execs: Mutex::default(),
+            seccomp: spec_seccomp.map(Box::new),
         }))
     }
 }

@@ -40,6 +40,7 @@ impl Runtime {
             terminal: process.terminal().unwrap_or(false),
             mode: HelperMode::Exec {
                 process: Box::new(process),
+                seccomp: c.seccomp.clone(),
                 init_pid: c.init.pid,
             },
         };

@@ -19,11 +19,12 @@ use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{dup2, execve, fork, sethostname, ForkResult, Pid};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
 
 use super::cgroup;
+use super::seccomp::{self, Filters};
 use super::wire::{HelperConfig, HelperError, HelperMode, Status};
-use super::{console, rootfs, setup};
+use super::{console, rootfs, setup, signals, sysctl};
 
 /// Exit code of a helper that could not even read its arguments.
 const BAD_USAGE: i32 = 125;
@@ -70,10 +71,12 @@ pub fn main(args: &[String]) -> i32 {
         }
         HelperMode::Exec {
             ref process,
+            ref seccomp,
             init_pid,
         } => {
             drop(start);
-            run_exec(&config, process, init_pid, status.try_clone().ok())
+            let seccomp = seccomp.as_deref();
+            run_exec(&config, process, seccomp, init_pid, status.try_clone().ok())
         }
     };
     match result {
@@ -186,6 +189,11 @@ fn container_init(
     start: &OwnedFd,
 ) -> Result<Infallible, HelperError> {
     set_pdeathsig(Signal::SIGKILL).map_err(|e| HelperError::internal("pdeathsig", e))?;
+    // Through the guest's /proc, before the root is switched: the values land in the
+    // namespaces of this process, the container's.
+    if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        sysctl::apply(sysctls).map_err(|e| HelperError::invalid(e.to_string()))?;
+    }
     rootfs::prepare(spec)?;
     if config.terminal {
         console::open_in_container()?;
@@ -199,7 +207,8 @@ fn container_init(
         .process()
         .as_ref()
         .ok_or_else(|| HelperError::invalid("no process"))?;
-    let prepared = setup::prepare(process)?;
+    let filters = compile_seccomp(spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()))?;
+    let prepared = setup::prepare(process, filters.as_ref())?;
     Status::Ready.send(status);
     let mut byte = [0u8; 1];
     loop {
@@ -210,14 +219,27 @@ fn container_init(
             _ => std::process::exit(0),
         }
     }
-    let e = exec(&prepared);
-    Err(exec_error(&prepared.path, e))
+    Err(exec(&prepared))
 }
 
-fn exec(p: &setup::Prepared) -> Errno {
+fn compile_seccomp(profile: Option<&LinuxSeccomp>) -> Result<Option<Filters>, HelperError> {
+    profile
+        .map(seccomp::compile)
+        .transpose()
+        .map_err(|e| HelperError::invalid(e.to_string()))
+}
+
+/// Reset the signal state, load late seccomp filters, and exec; returns only on failure.
+fn exec(p: &setup::Prepared) -> HelperError {
+    signals::reset();
+    if let Some(f) = &p.late_seccomp {
+        if let Err(e) = seccomp::load(f) {
+            return HelperError::internal("load seccomp filter", e);
+        }
+    }
     match execve(&p.path, &p.args, &p.env) {
         Ok(never) => match never {},
-        Err(e) => e,
+        Err(e) => exec_error(&p.path, e),
     }
 }
 
@@ -235,6 +257,7 @@ fn exec_error(path: &std::ffi::CStr, e: Errno) -> HelperError {
 fn run_exec(
     config: &HelperConfig,
     process: &oci_spec::runtime::Process,
+    seccomp: Option<&LinuxSeccomp>,
     init_pid: i32,
     status: Option<File>,
 ) -> Result<(Pid, OwnedFd), HelperError> {
@@ -272,9 +295,9 @@ fn run_exec(
                     console::open_in_container()?;
                 }
                 setup::session(config.terminal)?;
-                let prepared = setup::prepare(process)?;
-                let e = exec(&prepared);
-                Err::<Infallible, _>(exec_error(&prepared.path, e))
+                let filters = compile_seccomp(seccomp)?;
+                let prepared = setup::prepare(process, filters.as_ref())?;
+                Err::<Infallible, _>(exec(&prepared))
             })();
             let Err(e) = result;
             Status::Error(e).send(&status);

@@ -6,6 +6,7 @@ mod cgroup;
 mod console;
 mod control;
 mod create;
+mod devices;
 mod disposition;
 mod exec;
 pub mod helper;
@@ -15,10 +16,13 @@ mod oom;
 mod pod;
 mod remove;
 mod rootfs;
+mod seccomp;
 mod setup;
 mod signal;
+mod signals;
 pub mod spec;
 mod start;
+mod sysctl;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -72,6 +76,8 @@ pub struct Container {
     pending: Mutex<Option<Pending>>,
     started: Mutex<bool>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// linux.seccomp of the spec: exec'd processes get it too
+    seccomp: Option<Box<oci_spec::runtime::LinuxSeccomp>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -14,6 +14,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, pivot_root};
 use oci_spec::runtime::{Mount, Spec};
 
+use super::devices;
 use super::spec::is_bind;
 use super::wire::HelperError;
 
@@ -194,6 +195,18 @@ pub fn prepare(spec: &Spec) -> Result<(), HelperError> {
     }
     if dev_is_tmpfs {
         make_dev(&root)?;
+    }
+    if let Some(linux) = spec.linux() {
+        // Before pivot_root: the guest's /dev and /sys are still in view.
+        let nodes = devices::wanted(linux, Path::new("/dev"), Path::new("/sys"))?;
+        if !dev_is_tmpfs && linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            return Err(HelperError::invalid(
+                "linux.devices need a tmpfs mounted on /dev",
+            ));
+        }
+        for node in nodes.iter().filter(|_| dev_is_tmpfs) {
+            devices::create(&root, node)?;
+        }
     }
     chdir(&root).map_err(|e| HelperError::internal("chdir rootfs", e))?;
     pivot_root(".", ".").map_err(|e| HelperError::internal("pivot_root", e))?;

@@ -12,6 +12,7 @@ use nix::sys::stat::{umask, Mode};
 use nix::unistd::{chdir, setgid, setgroups, setsid, setuid, Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 
+use super::seccomp::{self, Filters};
 use super::wire::HelperError;
 
 /// The default $PATH when the process env has none.
@@ -26,6 +27,8 @@ pub struct Prepared {
     pub args: Vec<CString>,
     /// envp
     pub env: Vec<CString>,
+    /// seccomp filters still to load, right before execve (with no_new_privs)
+    pub late_seccomp: Option<Filters>,
 }
 
 fn cstring(s: &str) -> Result<CString, HelperError> {
@@ -73,8 +76,11 @@ fn resource(t: PosixRlimitType) -> Option<Resource> {
     })
 }
 
-/// Apply everything of `p` that must happen before exec and resolve the executable.
-pub fn prepare(p: &Process) -> Result<Prepared, HelperError> {
+/// Apply everything of `p` that must happen before exec and resolve the executable. Without
+/// no_new_privs the `seccomp` filters are loaded here, while the capability to do so is still
+/// held; with it they are left in [`Prepared`] for the last moment, as runc does.
+pub fn prepare(p: &Process, seccomp: Option<&Filters>) -> Result<Prepared, HelperError> {
+    let nnp = p.no_new_privileges().unwrap_or(false);
     for rl in p.rlimits().iter().flatten() {
         let res = resource(rl.typ())
             .ok_or_else(|| HelperError::invalid(format!("unsupported rlimit {:?}", rl.typ())))?;
@@ -91,6 +97,9 @@ pub fn prepare(p: &Process) -> Result<Prepared, HelperError> {
         .flatten()
         .map(|g| Gid::from_raw(*g))
         .collect();
+    if let Some(f) = seccomp.filter(|_| !nnp) {
+        seccomp::load(f).map_err(|e| HelperError::internal("load seccomp filter", e))?;
+    }
     super::caps::before_user_switch(p)?;
     setgroups(&groups).map_err(|e| HelperError::internal("setgroups", e))?;
     setgid(Gid::from_raw(user.gid()))
@@ -115,7 +124,7 @@ pub fn prepare(p: &Process) -> Result<Prepared, HelperError> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     let exe = resolve(name, path_var)?;
-    if p.no_new_privileges().unwrap_or(false) {
+    if nnp {
         nix::sys::prctl::set_no_new_privs()
             .map_err(|e| HelperError::internal("no_new_privs", e))?;
     }
@@ -124,6 +133,7 @@ pub fn prepare(p: &Process) -> Result<Prepared, HelperError> {
             .map_err(|_| HelperError::invalid("NUL in path"))?,
         args: args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?,
         env: env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?,
+        late_seccomp: seccomp.filter(|_| nnp).cloned(),
     })
 }
 

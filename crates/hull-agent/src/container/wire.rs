@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -24,6 +24,8 @@ pub enum HelperMode {
     Exec {
         /// the validated OCI process
         process: Box<Process>,
+        /// the container's seccomp profile, which applies to its exec'd processes too
+        seccomp: Option<Box<LinuxSeccomp>>,
         /// the container's init process, as a guest pid
         init_pid: i32,
     },

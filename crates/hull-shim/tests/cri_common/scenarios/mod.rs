@@ -11,6 +11,7 @@ use super::{spec, stream, CriEnv, HULL, RUNC};
 
 mod kernel;
 mod resources;
+mod security;
 mod vm;
 #[allow(unused_imports)]
 pub use kernel::guest_kernel_features;
@@ -18,6 +19,11 @@ pub use kernel::guest_kernel_features;
 pub use resources::{
     container_resources, memory_limit_too_low, oom_killed, oom_while_running,
     pod_cgroup_caps_containers, update_container_resources,
+};
+#[allow(unused_imports)]
+pub use security::{
+    devices, privileged, seccomp_profiles, setuid_and_no_new_privs, signal_state, sysctls,
+    users_and_groups,
 };
 use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.
