@@ -59,6 +59,8 @@ pub const CTR_TIMEOUT: Duration = Duration::from_secs(120);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
+/// How long the leak check lets in-flight cleanups (containerd's `shim delete`) finish.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// containerd's fixed socket directory for shims (`/run/containerd/s/<sha256>`).
 const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
 /// Where the runc shim keeps runc's state (`<root>/<namespace>/<id>`).
@@ -544,8 +546,14 @@ impl PrivateContainerd {
                 let _ = child.wait();
             }
         }
-        // 3. What is still there is a leftover...
-        report.extend(self.host_leftovers());
+        // 3. What is still there once containerd's own cleanups (a `shim delete` it started
+        // for a shim that went away) had time to finish is a leftover...
+        let mut left = Vec::new();
+        run::poll_until(SETTLE_TIMEOUT, POLL, || {
+            left = self.host_leftovers();
+            left.is_empty()
+        });
+        report.extend(left);
         if !report.is_empty() {
             eprintln!(
                 "harness: leftovers of {}:\n  {}\ncontainerd log tail:\n{}",
