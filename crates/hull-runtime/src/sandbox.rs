@@ -222,6 +222,7 @@ impl Sandbox {
         let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut parts) = parts {
             self.guest.mark_stopped();
+            self.guest.volumes.close();
             take_apart(&self.id, &mut parts);
             self.guest.disconnect();
             // The VMM is gone, so the console reaches EOF; its reader must be done with its
