@@ -241,3 +241,25 @@ fn cri_update_container_resources_runc_and_hull_alike() {
 fn cri_oom_killed_runc_and_hull_alike() {
     with_env(|env| scenarios::oom_killed(env, &[RUNC, HULL]));
 }
+
+// Volumes: hostPath, emptyDir (memory and disk), /dev/shm, configmap and secret updates.
+
+#[test]
+fn cri_host_path_volumes_runc_and_hull_alike() {
+    with_env(|env| scenarios::host_path(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_memory_empty_dir_and_shm_runc_and_hull_alike() {
+    with_env(|env| scenarios::memory_empty_dir_and_shm(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_configmap_updates_atomic_runc_and_hull_alike() {
+    with_env(|env| scenarios::configmap_updates(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_hull_volumes_a_vm_cannot_serve_are_refused() {
+    with_env(scenarios::volumes_refused);
+}

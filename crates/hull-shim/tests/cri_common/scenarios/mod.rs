@@ -11,12 +11,15 @@ use super::{spec, stream, CriEnv, HULL, RUNC};
 
 mod resources;
 mod vm;
+mod volumes;
 #[allow(unused_imports)]
 pub use resources::{container_resources, oom_killed, update_container_resources};
 use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.
 #[allow(unused_imports)]
 pub use vm::{bad_pod_input, vm_death, vm_sizing};
+#[allow(unused_imports)]
+pub use volumes::{configmap_updates, host_path, memory_empty_dir_and_shm, volumes_refused};
 
 const PORT: u16 = 8080;
 const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
