@@ -307,7 +307,7 @@ pub fn configmap_updates(env: &CriEnv, handlers: &[&str]) {
             token,
             "{handler}: secret"
         );
-        let (_, links, _) = sh(env, &id, "readlink /cfg/a /cfg/..data");
+        let (_, links, _) = sh(env, &id, "readlink /cfg/a; readlink /cfg/..data");
         assert_eq!(
             links, "..data/a\n..2026_11_25_15_00_00.000000",
             "{handler}: kubelet's layout, symlinks kept"
