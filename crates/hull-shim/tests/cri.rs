@@ -263,3 +263,8 @@ fn cri_configmap_updates_atomic_runc_and_hull_alike() {
 fn cri_hull_volumes_a_vm_cannot_serve_are_refused() {
     with_env(scenarios::volumes_refused);
 }
+
+#[test]
+fn cri_missing_bind_source_fails_the_container_not_the_pod() {
+    with_env(|env| scenarios::missing_bind_source(env, &[RUNC, HULL]));
+}

@@ -19,7 +19,9 @@ use vm::pod_namespaces;
 #[allow(unused_imports)]
 pub use vm::{bad_pod_input, vm_death, vm_sizing};
 #[allow(unused_imports)]
-pub use volumes::{configmap_updates, host_path, memory_empty_dir_and_shm, volumes_refused};
+pub use volumes::{
+    configmap_updates, host_path, memory_empty_dir_and_shm, missing_bind_source, volumes_refused,
+};
 
 const PORT: u16 = 8080;
 const SERVE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -441,7 +441,23 @@ fn secret_on_host(env: &CriEnv, pod: &str, needle: &str) -> Vec<String> {
     found
 }
 
-/// What a VM cannot do is refused with one clear error at CreateContainer while the pod's
+/// CreateContainer, then StartContainer, which must fail (containerd 1.6 creates the task,
+/// and so asks the shim, only at StartContainer); the container is removed. The error.
+fn refused(env: &CriEnv, pod: &Pod, c: &cri::ContainerConfig) -> String {
+    let id = env
+        .create_container(&pod.id, c, &pod.config)
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
+    let e = env
+        .cri()
+        .start_container(&id)
+        .expect_err("StartContainer must fail");
+    env.cri()
+        .remove_container(&id)
+        .unwrap_or_else(|e| panic!("RemoveContainer after a failed start: {e}"));
+    e.message().to_string()
+}
+
+/// What a VM cannot do is refused with one clear error when the task is created, while the pod's
 /// other container keeps running: bidirectional propagation, a configmap over the size the
 /// guest takes. Host-to-container propagation (rslave) is accepted.
 pub fn volumes_refused(env: &CriEnv) {
@@ -456,25 +472,17 @@ pub fn volumes_refused(env: &CriEnv) {
     let keep = start(env, &pod, &spec::container("keep", spec::SLEEPER));
     let mut m = mount("/shared", &host, false);
     m.propagation = cri::MountPropagation::PropagationBidirectional as i32;
-    let e = env
-        .create_container(&pod.id, &with_mounts("bidi", vec![m]), &pod.config)
-        .expect_err("bidirectional propagation must be refused")
-        .message()
-        .to_string();
+    let e = refused(env, &pod, &with_mounts("bidi", vec![m]));
     eprintln!("bidirectional: {e}");
     assert!(
         e.contains("/shared") && e.contains("propagation"),
         "unclear error: {e}"
     );
-    let e = env
-        .create_container(
-            &pod.id,
-            &with_mounts("big", vec![mount("/big", &big, true)]),
-            &pod.config,
-        )
-        .expect_err("an oversized configmap must be refused")
-        .message()
-        .to_string();
+    let e = refused(
+        env,
+        &pod,
+        &with_mounts("big", vec![mount("/big", &big, true)]),
+    );
     eprintln!("oversized: {e}");
     assert!(e.contains("bytes"), "unclear error: {e}");
     assert_eq!(watch_threads(&pod.id), 0, "a refused volume left its watch");
@@ -486,4 +494,50 @@ pub fn volumes_refused(env: &CriEnv) {
     stop_remove_ok(env, &slave);
     env.track_ids_from_log();
     remove_pod(env, &pod);
+}
+
+/// A bind source that is gone when the task is created (containerd makes a missing hostPath
+/// at CreateContainer; kubelet or the host may remove it before StartContainer), with each of
+/// `handlers`: StartContainer fails with one readable error (with hull, naming the path), the
+/// pod's other container keeps running, and the pod is removed without leftovers.
+pub fn missing_bind_source(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    for &handler in handlers {
+        let cfg = spec::pod("missing", &env.log_dir());
+        let gone = volume_dir(env, &uid(&cfg), "kubernetes.io~host-path", "gone");
+        let pod = run_pod(env, cfg, handler);
+        let keep = start(env, &pod, &spec::container("keep", spec::SLEEPER));
+        let id = env
+            .create_container(
+                &pod.id,
+                &with_mounts("m", vec![mount("/m", &gone, false)]),
+                &pod.config,
+            )
+            .unwrap_or_else(|e| panic!("{handler}: CreateContainer: {e}"));
+        std::fs::remove_dir(&gone).expect("rmdir");
+        let e = env
+            .cri()
+            .start_container(&id)
+            .expect_err("StartContainer with a missing source must fail");
+        let msg = e.message();
+        eprintln!("{handler}: {msg}");
+        assert!(!msg.contains('\n'), "{handler}: one line: {msg}");
+        if handler == HULL {
+            assert!(
+                msg.contains(&*gone.to_string_lossy()) && msg.contains("does not exist"),
+                "{handler}: {msg}"
+            );
+        }
+        env.cri()
+            .remove_container(&id)
+            .unwrap_or_else(|e| panic!("{handler}: RemoveContainer: {e}"));
+        assert_eq!(
+            state(env, &keep),
+            cri::ContainerState::ContainerRunning,
+            "{handler}"
+        );
+        assert_eq!(exec_ok(env, &keep, &["echo", "alive"]).trim(), "alive");
+        env.track_ids_from_log();
+        remove_pod(env, &pod);
+    }
 }
