@@ -268,3 +268,8 @@ fn cri_hull_volumes_a_vm_cannot_serve_are_refused() {
 fn cri_missing_bind_source_fails_the_container_not_the_pod() {
     with_env(|env| scenarios::missing_bind_source(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_host_to_container_propagation_runc_and_hull_alike() {
+    with_env(|env| scenarios::host_to_container_propagation(env, &[RUNC, HULL]));
+}

@@ -20,7 +20,8 @@ use vm::pod_namespaces;
 pub use vm::{bad_pod_input, vm_death, vm_sizing};
 #[allow(unused_imports)]
 pub use volumes::{
-    configmap_updates, host_path, memory_empty_dir_and_shm, missing_bind_source, volumes_refused,
+    configmap_updates, host_path, host_to_container_propagation, memory_empty_dir_and_shm,
+    missing_bind_source, volumes_refused,
 };
 
 const PORT: u16 = 8080;

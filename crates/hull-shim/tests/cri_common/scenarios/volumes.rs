@@ -541,3 +541,36 @@ pub fn missing_bind_source(env: &CriEnv, handlers: &[&str]) {
         remove_pod(env, &pod);
     }
 }
+
+/// HOST_TO_CONTAINER propagation of a hostPath on a shared host mount, with each of
+/// `handlers`: a tmpfs the host mounts below it after the container started is seen in the
+/// container, with what the host writes there.
+pub fn host_to_container_propagation(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    let mut seen = Vec::new();
+    for &handler in handlers {
+        let cfg = spec::pod("rslave", &env.log_dir());
+        let host = volume_dir(env, &uid(&cfg), "kubernetes.io~host-path", "h");
+        std::fs::create_dir(host.join("sub")).expect("mkdir");
+        let shared = SharedBind::new(&host);
+        let pod = run_pod(env, cfg, handler);
+        let mut m = mount("/slave", &host, true);
+        m.propagation = cri::MountPropagation::PropagationHostToContainer as i32;
+        let id = start(env, &pod, &with_mounts("slave", vec![m]));
+        let late = HostTmpfs::mount(&host.join("sub"), "1m");
+        std::fs::write(host.join("sub/late"), "mounted later\n").expect("write");
+        let got = until_output(env, &id, "cat /slave/sub/late", "mounted later");
+        eprintln!("{handler}: {got:?}");
+        seen.push((handler, got.is_ok()));
+        stop_remove_ok(env, &id);
+        remove_pod(env, &pod);
+        drop(late);
+        drop(shared);
+    }
+    for (h, ok) in &seen {
+        assert!(
+            ok,
+            "{h}: a host mount made after the container started is not seen"
+        );
+    }
+}
