@@ -222,9 +222,11 @@ impl Sandbox {
         let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut parts) = parts {
             self.guest.mark_stopped();
-            self.guest.volumes.close();
             take_apart(&self.id, &mut parts);
             self.guest.disconnect();
+            // After the disconnect: a watch pushing an update now fails at once, not after
+            // a call timeout.
+            self.guest.volumes.close();
             // The VMM is gone, so the console reaches EOF; its reader must be done with its
             // file before the run directory goes.
             if !self.guest.console_closed(Duration::from_secs(2)) {

@@ -9,7 +9,9 @@
 //! - small files: 2000 empty files created (shell redirections, no fork), files/s;
 //! - stat: `ls -l` of those 2000 files (one lstat each), files/s.
 //!
-//! Times come from the container's /proc/uptime (10 ms), the median of `--runs` runs. Prints a
+//! hostPath and disk emptyDir live in /var/tmp (the harness's directory, where containerd keeps
+//! the rootfs snapshots, is under /run). Times come from the container's /proc/uptime (10 ms),
+//! the median of `--runs` runs. Prints a
 //! markdown table on stdout; progress on stderr. Everything is removed and leak-checked.
 //!
 //! ```text
@@ -92,14 +94,15 @@ fn mount_for(path: &str, host: &Path) -> cri::Mount {
     }
 }
 
-fn measure(env: &CriEnv, handler: &str, runs: usize) -> Result<Vec<Figures>> {
+fn measure(env: &CriEnv, disk_root: &Path, handler: &str, runs: usize) -> Result<Vec<Figures>> {
     let cfg = spec::pod(&format!("storage-{handler}"), &env.log_dir());
     let uid = cfg
         .metadata
         .as_ref()
         .map(|m| m.uid.clone())
         .unwrap_or_default();
-    let vols = env.dir().join("pods").join(&uid).join("volumes");
+    // On the host's disk (the harness's own directory is under /run, a tmpfs).
+    let vols = disk_root.join("pods").join(&uid).join("volumes");
     let hostpath = vols.join("kubernetes.io~host-path/data");
     let disk = vols.join("kubernetes.io~empty-dir/disk");
     let mem = vols.join("kubernetes.io~empty-dir/mem");
@@ -188,10 +191,20 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     env.pull_busybox();
+    let disk_root = match tempfile::Builder::new()
+        .prefix("hull-storage-bench.")
+        .tempdir_in("/var/tmp")
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("storage-bench: a directory in /var/tmp: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut rows = Vec::new();
     let mut failed = false;
     for handler in [RUNC, HULL] {
-        match measure(&env, handler, runs) {
+        match measure(&env, disk_root.path(), handler, runs) {
             Ok(f) => rows.push((handler, f)),
             Err(e) => {
                 eprintln!("storage-bench: {e:#}");
@@ -199,10 +212,29 @@ fn main() -> ExitCode {
             }
         }
     }
+    let env_dir = env.dir().to_path_buf();
     let left = env.stop();
+    let fs_of = |p: &Path| {
+        let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        table
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f.len() > 2 && p.starts_with(f[1])).then(|| (f[1].len(), f[2].to_string()))
+            })
+            .max()
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    };
     println!(
-        "Storage, {MIB} MiB dd (conv=fsync) and {FILES} small files, median of {runs} runs, {} cores\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "Storage, {MIB} MiB dd (conv=fsync) and {FILES} small files, median of {runs} runs, {} cores; \
+         container rootfs on {} ({}), hostPath and disk emptyDir on {} ({}); times from \
+         /proc/uptime (10 ms: the largest runc figures are bounds)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        fs_of(&env_dir),
+        env_dir.display(),
+        fs_of(disk_root.path()),
+        disk_root.path().display(),
     );
     println!("| where | runtime | write MiB/s | read MiB/s | creates/s | stats/s |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");

@@ -95,7 +95,7 @@ fn walk(root: &Path) -> Result<Snapshot> {
                 if total.saturating_add(meta.len() as usize) > MAX_VOLUME_BYTES {
                     return Err(bad(root, format!("more than {MAX_VOLUME_BYTES} bytes")));
                 }
-                let data = match fs::read(&p) {
+                let data = match read_file(&p) {
                     Ok(d) => d,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(io(&p)(e)),
@@ -119,6 +119,22 @@ fn walk(root: &Path) -> Result<Snapshot> {
     // which is all the order validation asks for.
     volume::validate(&entries).map_err(|e| bad(root, e))?;
     Ok(Snapshot { mode, entries })
+}
+
+/// The content of regular file `p`, never through a symlink put there since it was looked at.
+fn read_file(p: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)?;
+    let mut data = Vec::new();
+    // One byte more than may be sent: a file that grew is refused, not read without end.
+    f.by_ref()
+        .take(MAX_VOLUME_BYTES as u64 + 1)
+        .read_to_end(&mut data)?;
+    Ok(data)
 }
 
 #[cfg(test)]
