@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hull_protocol::volume::EntryKind;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use super::snapshot::{self, Snapshot};
 use crate::error::{Error, Result};
@@ -18,6 +18,11 @@ use crate::error::{Error, Result};
 const QUIET: Duration = Duration::from_millis(40);
 /// ...or for at most this long after the first.
 const MAX_GATHER: Duration = Duration::from_millis(300);
+
+/// A failed sync is tried again after this long, doubling...
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// ...up to this.
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// Where a snapshot goes (the agent's SyncVolume).
 pub type Push = Box<dyn FnMut(&Snapshot) -> Result<()> + Send>;
@@ -72,49 +77,72 @@ impl Watcher {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
         let thread = std::thread::Builder::new()
             .name("volume-watch".into())
-            .spawn(move || {
-                let mut last = first;
-                while wait(&ino, &stop_r, None) {
-                    let start = Instant::now();
-                    let mut gone = drain(&ino, root_wd);
-                    while !gone && start.elapsed() < MAX_GATHER {
-                        if !wait(&ino, &stop_r, Some(QUIET)) {
-                            return;
-                        }
-                        if !readable(&ino) {
-                            break;
-                        }
-                        gone = drain(&ino, root_wd);
-                    }
-                    if gone {
-                        tracing::info!(volume = %root.display(), "volume directory removed; watch ends");
-                        return;
-                    }
-                    match snapshot::read(&root) {
-                        Ok(s) if s == last => {}
-                        Ok(s) => {
-                            watch_dirs(&ino, &root, &s);
-                            match push(&s) {
-                                Ok(()) => {
-                                    tracing::debug!(volume = %root.display(), entries = s.entries.len(), "volume update pushed");
-                                    last = s;
-                                }
-                                Err(e) => {
-                                    tracing::warn!(volume = %root.display(), error = %e, "volume update not applied")
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(volume = %root.display(), error = %e, "volume not readable")
-                        }
-                    }
-                }
-            })
+            .spawn(move || follow(&ino, &root, root_wd, &stop_r, push, first))
             .map_err(|e| Error::io("spawn volume watcher", e))?;
         Ok(Watcher {
             stop: Some(stop_w),
             thread: Some(thread),
         })
+    }
+}
+
+/// The watch loop: gather a burst of events, read, push what changed. A failed read or push
+/// is tried again after a pause that doubles up to [`MAX_RETRY`], or at the next event.
+fn follow(
+    ino: &Inotify,
+    root: &Path,
+    root_wd: WatchDescriptor,
+    stop: &OwnedFd,
+    mut push: Push,
+    mut last: Snapshot,
+) {
+    let mut retry: Option<Duration> = None;
+    loop {
+        if !wait(ino, stop, retry) {
+            return;
+        }
+        if readable(ino) {
+            let start = Instant::now();
+            let mut gone = drain(ino, root_wd);
+            while !gone && start.elapsed() < MAX_GATHER {
+                if !wait(ino, stop, Some(QUIET)) {
+                    return;
+                }
+                if !readable(ino) {
+                    break;
+                }
+                gone = drain(ino, root_wd);
+            }
+            if gone {
+                tracing::info!(volume = %root.display(), "volume directory removed; watch ends");
+                return;
+            }
+        } else if retry.is_none() {
+            continue;
+        }
+        let failed = match snapshot::read(root) {
+            Ok(s) if s == last => None,
+            Ok(s) => {
+                watch_dirs(ino, root, &s);
+                match push(&s) {
+                    Ok(()) => {
+                        tracing::debug!(volume = %root.display(), entries = s.entries.len(), "volume update pushed");
+                        last = s;
+                        None
+                    }
+                    Err(e) => Some(format!("update not applied: {e}")),
+                }
+            }
+            Err(e) => Some(format!("not readable: {e}")),
+        };
+        retry = match failed {
+            None => None,
+            Some(why) => {
+                let next = retry.map_or(FIRST_RETRY, |r| (r * 2).min(MAX_RETRY));
+                tracing::warn!(volume = %root.display(), error = %why, retry_in_ms = next.as_millis() as u64, "volume sync failed");
+                Some(next)
+            }
+        };
     }
 }
 
@@ -146,7 +174,7 @@ fn wait(ino: &Inotify, stop: &OwnedFd, timeout: Option<Duration>) -> bool {
 }
 
 /// Read every pending event; true if the root itself went away.
-fn drain(ino: &Inotify, root: nix::sys::inotify::WatchDescriptor) -> bool {
+fn drain(ino: &Inotify, root: WatchDescriptor) -> bool {
     let mut gone = false;
     while let Ok(events) = ino.read_events() {
         if events.is_empty() {
@@ -217,5 +245,29 @@ mod tests {
             rx.recv().is_err(),
             "the thread ended and dropped its sender"
         );
+    }
+
+    #[test]
+    fn a_failed_push_is_tried_again_without_a_new_event() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (tx, rx) = mpsc::channel();
+        let mut calls = 0;
+        let _w = Watcher::start(
+            t.path().to_path_buf(),
+            Box::new(move |s: &Snapshot| {
+                calls += 1;
+                let _ = tx.send(s.entries.len());
+                // The first update fails once (the guest was busy, say).
+                if calls == 2 {
+                    return Err(Error::Unavailable("busy".into()));
+                }
+                Ok(())
+            }),
+        )
+        .expect("start");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(0));
+        std::fs::write(t.path().join("a"), "1").expect("write");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1), "update");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1), "retried");
     }
 }
