@@ -216,6 +216,20 @@ pub fn memory_empty_dir_and_shm(env: &CriEnv, handlers: &[&str]) {
             "echo from-a > /mem/x && echo from-a > /disk/x && echo shm-a > /dev/shm/s && echo ok",
         ));
         got.push(sh(env, &b, "cat /mem/x /disk/x /dev/shm/s"));
+        // A tmpfs in the container's own kernel, not the host's over virtio-fs (whose statfs
+        // would show the same size).
+        got.push(sh(
+            env,
+            &b,
+            "awk '$2==\"/mem\" || $2==\"/dev/shm\" {print $2, $3}' /proc/mounts | sort",
+        ));
+        // With hull the pod's memory is the guest's: the host tmpfs stays empty.
+        let on_host = mem.join("x").exists();
+        assert_eq!(
+            on_host,
+            handler == RUNC,
+            "{handler}: /mem/x on the host tmpfs"
+        );
         let (code, _, err) = sh(env, &b, "dd if=/dev/zero of=/mem/big bs=1M count=9");
         got.push((
             code,
@@ -240,10 +254,14 @@ pub fn memory_empty_dir_and_shm(env: &CriEnv, handlers: &[&str]) {
         want[0].1, "65536 8192",
         "/dev/shm and the memory emptyDir sizes"
     );
+    assert_eq!(
+        want[4].1, "/dev/shm tmpfs\n/mem tmpfs",
+        "tmpfs mounts in the container"
+    );
     assert!(
-        want[4].0 != 0 && want[4].2.contains("No space left on device"),
+        want[5].0 != 0 && want[5].2.contains("No space left on device"),
         "9 MiB into 8 MiB: {:?}",
-        want[4]
+        want[5]
     );
 }
 
