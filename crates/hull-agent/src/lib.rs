@@ -15,5 +15,6 @@ pub mod reaper;
 pub mod rootfs;
 pub mod server;
 pub mod stdio;
+pub mod volumes;
 
 pub use error::AgentError;

@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hull_protocol::agent::{
     CheckRequest, CheckResponse, ConfigureNetworkRequest, ContainerRequest, CreateContainerRequest,
-    Empty, ExecProcessRequest, PidsResponse, ProcessRequest, ReadStreamRequest, ReadStreamResponse,
-    ResizeTtyRequest, SignalProcessRequest, StartResponse, StatsResponse, UpdateContainerRequest,
-    WaitProcessResponse, WatchOomRequest, WatchOomResponse, WriteStdinRequest, WriteStdinResponse,
+    Empty, EnsureVolumeRequest, ExecProcessRequest, PidsResponse, ProcessRequest,
+    ReadStreamRequest, ReadStreamResponse, ResizeTtyRequest, SignalProcessRequest, StartResponse,
+    StatsResponse, SyncVolumeRequest, UpdateContainerRequest, VolumeRequest, WaitProcessResponse,
+    WatchOomRequest, WatchOomResponse, WriteStdinRequest, WriteStdinResponse,
 };
 use hull_protocol::agent_ttrpc_async::{create_agent, Agent};
 use hull_protocol::forward_ttrpc_async::{create_forward, Forward};
@@ -18,6 +19,7 @@ use ttrpc::r#async::{Server, TtrpcContext};
 use crate::container::Runtime;
 use crate::error::AgentError;
 use crate::forward::ForwardService;
+use crate::volumes::Volumes;
 
 type Res<T> = ttrpc::Result<T>;
 
@@ -25,12 +27,29 @@ type Res<T> = ttrpc::Result<T>;
 #[derive(Debug)]
 pub struct AgentService {
     runtime: Arc<Runtime>,
+    volumes: Arc<Volumes>,
 }
 
 impl AgentService {
     /// Serve `runtime`.
     pub fn new(runtime: Arc<Runtime>) -> Self {
-        AgentService { runtime }
+        AgentService {
+            runtime,
+            volumes: Arc::default(),
+        }
+    }
+
+    /// Run `f` on the volumes off the async workers (it writes files).
+    async fn on_volumes<T: Send + 'static>(
+        &self,
+        rpc: &str,
+        f: impl FnOnce(&Volumes) -> Result<T, AgentError> + Send + 'static,
+    ) -> Res<T> {
+        let volumes = self.volumes.clone();
+        let r = tokio::task::spawn_blocking(move || f(&volumes))
+            .await
+            .unwrap_or_else(|e| Err(AgentError::Internal(format!("volume task: {e}"))));
+        log_err(rpc, r)
     }
 }
 
@@ -252,6 +271,31 @@ impl Agent for AgentService {
         req: ConfigureNetworkRequest,
     ) -> Res<Empty> {
         log_err("ConfigureNetwork", crate::network::configure(&req).await)?;
+        Ok(Empty::new())
+    }
+
+    async fn ensure_volume(&self, _: &TtrpcContext, req: EnsureVolumeRequest) -> Res<Empty> {
+        self.on_volumes("EnsureVolume", move |v| {
+            v.ensure(&req.volume_id, req.size_bytes, req.mode)
+        })
+        .await?;
+        Ok(Empty::new())
+    }
+
+    async fn sync_volume(&self, _: &TtrpcContext, req: SyncVolumeRequest) -> Res<Empty> {
+        self.on_volumes("SyncVolume", move |v| {
+            let (id, mode) = (req.volume_id.clone(), req.mode);
+            let entries = hull_protocol::volume::from_request(req)
+                .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;
+            v.sync(&id, mode, &entries)
+        })
+        .await?;
+        Ok(Empty::new())
+    }
+
+    async fn remove_volume(&self, _: &TtrpcContext, req: VolumeRequest) -> Res<Empty> {
+        self.on_volumes("RemoveVolume", move |v| v.remove(&req.volume_id))
+            .await?;
         Ok(Empty::new())
     }
 

@@ -79,6 +79,7 @@ pub mod portfwd;
 mod stats;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod volume;
 pub use mount_options::MountOptions;
 pub use stats::ContainerStats;
 
@@ -94,6 +95,8 @@ pub const READY_LINE: &[u8] = b"hull-agent ready\n";
 pub const SHARED_FS_TAG: &str = "hullshared";
 /// Where the agent mounts the shared directory in the guest.
 pub const GUEST_SHARED_DIR: &str = "/run/hull/shared";
+/// Where the guest mounts its per-pod volumes (tmpfs), one directory per volume id.
+pub const GUEST_VOLUMES_DIR: &str = "/run/hull/volumes";
 /// Largest chunk returned by one ReadStdout/ReadStderr call.
 pub const MAX_READ_CHUNK: u32 = 64 * 1024;
 /// Largest stdin chunk accepted by one WriteStdin call.

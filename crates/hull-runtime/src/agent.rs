@@ -320,6 +320,43 @@ impl Agent {
         Ok(r.oom_kills)
     }
 
+    /// Mount guest volume `id` (a tmpfs of `size` bytes, 0 = guest default) if not there.
+    pub fn ensure_volume(&self, id: &str, size: u64, mode: u32) -> Result<()> {
+        let mut req = pb::EnsureVolumeRequest::new();
+        req.volume_id = id.to_string();
+        req.size_bytes = size;
+        req.mode = mode;
+        self.client
+            .ensure_volume(ctx(), &req)
+            .map_err(map("EnsureVolume"))?;
+        Ok(())
+    }
+
+    /// Make guest volume `id` hold exactly `entries` (validated here before they go).
+    pub fn sync_volume(
+        &self,
+        id: &str,
+        mode: u32,
+        entries: &[hull_protocol::volume::Entry],
+    ) -> Result<()> {
+        let req = hull_protocol::volume::to_request(id, mode, entries)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.client
+            .sync_volume(ctx(), &req)
+            .map_err(map("SyncVolume"))?;
+        Ok(())
+    }
+
+    /// Unmount and remove guest volume `id`.
+    pub fn remove_volume(&self, id: &str) -> Result<()> {
+        let mut req = pb::VolumeRequest::new();
+        req.volume_id = id.to_string();
+        self.client
+            .remove_volume(ctx(), &req)
+            .map_err(map("RemoveVolume"))?;
+        Ok(())
+    }
+
     /// Forget an exited exec process.
     pub fn remove_process(&self, id: &str, exec_id: &str) -> Result<()> {
         self.client

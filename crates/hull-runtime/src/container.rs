@@ -41,7 +41,10 @@ pub(crate) fn create(
     if containers.contains_key(id) {
         return Err(Error::AlreadyExists(format!("container {id}")));
     }
-    let (guest_spec, binds) = spec::for_guest(spec, id, rootfs, Some(guest.pod_namespaces()))?;
+    let mountinfo = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
+    let (guest_spec, binds, volumes) =
+        spec::for_guest(spec, id, rootfs, Some(guest.pod_namespaces()), &mountinfo)?;
     let json = serde_json::to_vec(&guest_spec)
         .map_err(|e| Error::InvalidArgument(format!("spec: {e}")))?;
     if json.len() > hull_protocol::MAX_SPEC_LEN {
@@ -55,12 +58,18 @@ pub(crate) fn create(
     std::fs::create_dir(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     // From here on, dropping `host` unmounts and removes what was made.
     let host = HostContainer {
+        id: id.to_string(),
         dir,
         mounts: guest.mounts.clone(),
+        volumes: guest.volumes.clone(),
     };
     for b in &binds {
         bind_into(guest, b)?;
     }
+    guest
+        .volumes
+        .attach(id, &volumes)
+        .map_err(|e| guest.explain(e))?;
     guest.call(|a| a.create_container(id, json))?;
     containers.insert(id.to_string(), host);
     Ok(Container {

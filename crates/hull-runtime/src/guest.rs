@@ -11,6 +11,7 @@ use crate::console::Console;
 use crate::error::{Death, Error, Result};
 use crate::host::HostMounts;
 use crate::spec::PodNamespaces;
+use crate::volumes::Volumes;
 
 /// How long a caller whose agent call broke waits for the cause (the VM's exit) to be known.
 const DEATH_NOTICE: Duration = Duration::from_secs(2);
@@ -35,17 +36,23 @@ pub(crate) struct Guest {
     pod: Mutex<PodNamespaces>,
     /// Host side of each container (its directory under the shared directory).
     pub containers: Mutex<HashMap<String, HostContainer>>,
+    /// The pod's guest volumes (tmpfs and synced copies).
+    pub volumes: Arc<Volumes>,
 }
 
-/// What the host keeps about a container: `<shared>/<id>`, everything the guest sees of it.
+/// What the host keeps about a container: `<shared>/<id>`, everything the guest sees of it,
+/// and its use of the pod's guest volumes.
 #[derive(Debug)]
 pub(crate) struct HostContainer {
+    pub id: String,
     pub dir: PathBuf,
     pub mounts: Arc<dyn HostMounts>,
+    pub volumes: Arc<Volumes>,
 }
 
 impl Drop for HostContainer {
     fn drop(&mut self) {
+        self.volumes.detach(&self.id);
         if let Err(e) = self.mounts.remove_tree(&self.dir) {
             tracing::error!(dir = %self.dir.display(), error = %e, "container cleanup incomplete");
         }
@@ -65,9 +72,11 @@ impl Guest {
         mounts: Arc<dyn HostMounts>,
         vm_pid: i32,
     ) -> Guest {
+        let agent = Arc::new(agent);
         Guest {
             id: id.to_string(),
-            agent: Arc::new(agent),
+            volumes: Arc::new(Volumes::new(agent.clone())),
+            agent,
             console,
             shared_dir,
             mounts,

@@ -28,6 +28,7 @@ use hull_protocol::test_support;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod vmm;
+pub mod volumes;
 mod vsock;
 
 pub use config::Config;

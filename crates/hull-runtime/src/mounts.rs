@@ -113,7 +113,7 @@ pub fn remove_dir_if_unmounted(dir: &Path) -> Result<()> {
 
 /// The kernel writes space, tab, newline and backslash in mountinfo paths as `\\ooo` (three octal
 /// digits) and every other byte as it is: decode those escapes back into the path's raw bytes.
-fn unescape(field: &[u8]) -> OsString {
+pub(crate) fn unescape(field: &[u8]) -> OsString {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
@@ -128,8 +128,11 @@ fn unescape(field: &[u8]) -> OsString {
     OsString::from_vec(out)
 }
 
-/// Enter a private mount namespace for the rest of this process's life, so every mount
+/// Enter a mount namespace of its own for the rest of this process's life, so every mount
 /// it makes disappears with it even if it is killed. Call before starting any thread.
+/// Everything is made a slave of the host's mounts: what the host mounts or unmounts later
+/// (kubelet's volumes, containerd's shm) is seen here where the host's mount is shared,
+/// and nothing mounted here ever reaches the host.
 pub fn enter_private_mount_namespace() -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| Error::sys("unshare mount namespace", e))?;
@@ -137,10 +140,10 @@ pub fn enter_private_mount_namespace() -> Result<()> {
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None::<&str>,
     )
-    .map_err(|e| Error::sys("make / private", e))
+    .map_err(|e| Error::sys("make / a slave", e))
 }
 
 #[cfg(test)]

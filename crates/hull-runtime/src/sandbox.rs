@@ -241,6 +241,9 @@ impl Sandbox {
             self.guest.mark_stopped();
             take_apart(&self.id, &mut parts);
             self.guest.disconnect();
+            // After the disconnect: a watch pushing an update now fails at once, not after
+            // a call timeout.
+            self.guest.volumes.close();
             // The VMM is gone, so the console reaches EOF; its reader must be done with its
             // file before the run directory goes.
             if !self.guest.console_closed(Duration::from_secs(2)) {

@@ -220,6 +220,7 @@ fn failed_launch_leaves_nothing() {
     let s = Seams {
         vmm: Box::new(FakeVmm {
             fail_launch: Some("refuses".into()),
+            ..FakeVmm::default()
         }),
         mounts: Arc::new(FakeMounts::default()),
     };
@@ -250,5 +251,51 @@ fn binds_go_under_the_shared_dir() {
     assert_eq!(binds[0].0, e.rootfs);
     assert!(binds[0].1.starts_with(sb.run_dir()), "{binds:?}");
     assert!(binds[0].1.ends_with(Path::new("c1/rootfs")), "{binds:?}");
+    sb.stop().expect("stop");
+}
+
+#[test]
+fn synced_volumes_follow_the_host_and_go_with_their_last_container() {
+    let e = env();
+    let vmm = FakeVmm::default();
+    let volumes = vmm.volumes.clone();
+    let s = Seams {
+        vmm: Box::new(vmm),
+        mounts: Arc::new(FakeMounts::default()),
+    };
+    let sb = Sandbox::create_with(s, &e.config, "sb8", &SandboxOptions::default()).expect("boot");
+    let cm = e
+        ._dir
+        .path()
+        .join("pods/u/volumes/kubernetes.io~configmap/cfg");
+    std::fs::create_dir_all(&cm).expect("mkdir");
+    std::fs::write(cm.join("a"), "1").expect("write");
+    let mut sp = spec(&["sleep", "1"]);
+    sp.set_mounts(Some(vec![oci_spec::runtime::MountBuilder::default()
+        .destination("/cfg")
+        .typ("bind")
+        .source(&cm)
+        .options(vec!["rbind".to_string(), "ro".to_string()])
+        .build()
+        .expect("mount")]));
+    let c1 = sb.create_container("c1", &sp, &e.rootfs).expect("c1");
+    let c2 = sb.create_container("c2", &sp, &e.rootfs).expect("c2");
+    let id = crate::volumes::volume_id(&cm);
+    let paths = |v: &crate::testing::FakeVolumes| v.lock().expect("lock").get(&id).cloned();
+    assert_eq!(paths(&volumes), Some(vec!["a".to_string()]));
+    std::fs::write(cm.join("b"), "2").expect("write");
+    assert!(
+        crate::daemon::poll_until(Duration::from_secs(5), || paths(&volumes)
+            .is_some_and(|p| p.len() == 2)),
+        "update not synced: {:?}",
+        paths(&volumes)
+    );
+    c1.remove().expect("remove c1");
+    assert!(paths(&volumes).is_some(), "c2 still uses it");
+    c2.remove().expect("remove c2");
+    assert_eq!(paths(&volumes), None, "gone with its last container");
+    // A second pod life: the volume comes back, and goes when the sandbox stops.
+    sb.create_container("c3", &sp, &e.rootfs).expect("c3");
+    assert!(paths(&volumes).is_some());
     sb.stop().expect("stop");
 }

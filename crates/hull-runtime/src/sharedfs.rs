@@ -1,7 +1,7 @@
 //! The sandbox's shared directory on the host and the daemon that exports it to the guest:
 //! virtiofsd for virtio-fs, nothing for 9p (QEMU serves it itself).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -26,12 +26,73 @@ pub struct SharedFs {
 }
 
 impl SharedFs {
-    /// Stop the daemon, if any.
+    /// Stop the daemon, if any, and the worker it forked: virtiofsd's sandbox runs in a child
+    /// that its parent's death only asks to end (PDEATHSIG), and that is nobody's child we can
+    /// wait for, so its end is polled for, then forced.
     pub fn stop(self) {
         if let Some(d) = self.daemon {
+            let workers: Vec<OwnedFd> = children_of(d.pid())
+                .into_iter()
+                .filter_map(pidfd_of_virtiofsd)
+                .collect();
             d.stop(Duration::from_secs(1));
+            for w in workers {
+                if !exited(&w, Duration::from_secs(2)) {
+                    // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo; a pidfd names
+                    // exactly this process, so a reused pid can never be hit.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            w.as_raw_fd(),
+                            libc::SIGKILL,
+                            std::ptr::null::<libc::siginfo_t>(),
+                            0,
+                        );
+                    }
+                    if !exited(&w, Duration::from_secs(2)) {
+                        tracing::warn!("virtiofsd worker did not exit after SIGKILL");
+                    }
+                }
+            }
         }
     }
+}
+
+/// A pidfd of process `pid` if it is a virtiofsd.
+fn pidfd_of_virtiofsd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Checked after opening: the pidfd holds on to this very process.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    (comm.trim() == "virtiofsd").then_some(fd)
+}
+
+/// Wait up to `timeout` for the process of pidfd `fd` to exit.
+fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    poll(&mut fds, t).is_ok_and(|n| n > 0)
+}
+
+/// Pids of the children of `pid` (every thread's `children` list).
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    out
 }
 
 /// Export `dir` (an existing directory) to the guest.

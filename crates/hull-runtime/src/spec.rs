@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, Process, Spec};
 
 use crate::error::{Error, Result};
+use crate::volumes::{classify, guest_path, volume_id, GuestVolume, VolumeKind};
 
 /// A host path that must appear in the guest at `<shared>/<rel>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,14 +76,16 @@ fn guest_namespaces(
     Ok(out)
 }
 
-/// The guest-side spec and the host binds it needs, for container `cid` whose rootfs is
-/// `rootfs`, in a sandbox whose pod namespaces are `pod`.
+/// The guest-side spec and the host binds and guest volumes it needs, for container `cid`
+/// whose rootfs is `rootfs`, in a sandbox whose pod namespaces are `pod`; `mountinfo` is the
+/// host's mount table (it tells a pod's tmpfs from a directory).
 pub fn for_guest(
     spec: &Spec,
     cid: &str,
     rootfs: &Path,
     pod: Option<PodNamespaces>,
-) -> Result<(Spec, Vec<HostBind>)> {
+    mountinfo: &[u8],
+) -> Result<(Spec, Vec<HostBind>, Vec<GuestVolume>)> {
     let shared = Path::new(hull_protocol::GUEST_SHARED_DIR);
     let mut out = spec.clone();
     let mut binds = vec![HostBind {
@@ -90,6 +93,7 @@ pub fn for_guest(
         rel: Path::new(cid).join("rootfs"),
         readonly: false,
     }];
+    let mut volumes: Vec<GuestVolume> = Vec::new();
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(shared.join(cid).join("rootfs"));
     out.set_root(Some(root));
@@ -115,20 +119,40 @@ pub fn for_guest(
                 m.destination().display()
             ))
         })?;
-        if !source.is_absolute() || !source.exists() {
+        if opts.iter().any(|o| o == "rshared" || o == "shared") {
             return Err(Error::InvalidArgument(format!(
-                "bind mount source {} does not exist on the host",
+                "mount {} (from {}): bidirectional mount propagation cannot cross the VM boundary; \
+                 mounts made in the container would never reach the host",
+                m.destination().display(),
                 source.display()
             )));
         }
-        let rel = Path::new(cid).join("mounts").join(n.to_string());
-        binds.push(HostBind {
-            source,
-            rel: rel.clone(),
-            readonly: opts.iter().any(|o| o == "ro"),
-        });
+        if !source.is_absolute() || !source.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "bind mount source {} (for {}) does not exist on the host",
+                source.display(),
+                m.destination().display()
+            )));
+        }
         let mut g = m.clone();
-        g.set_source(Some(shared.join(rel)));
+        match classify(&source, mountinfo) {
+            VolumeKind::Shared => {
+                let rel = Path::new(cid).join("mounts").join(n.to_string());
+                binds.push(HostBind {
+                    source,
+                    rel: rel.clone(),
+                    readonly: opts.iter().any(|o| o == "ro"),
+                });
+                g.set_source(Some(shared.join(rel)));
+            }
+            kind => {
+                let id = volume_id(&source);
+                g.set_source(Some(guest_path(&id)));
+                if !volumes.iter().any(|v| v.id == id) {
+                    volumes.push(GuestVolume { id, source, kind });
+                }
+            }
+        }
         mounts.push(g);
     }
     out.set_mounts(Some(mounts));
@@ -141,7 +165,7 @@ pub fn for_guest(
         }
         out.set_linux(Some(linux));
     }
-    Ok((out, binds))
+    Ok((out, binds, volumes))
 }
 
 /// A spec for running `args` in `rootfs` (read-write) the way `hull run --rootfs` does.
@@ -216,8 +240,8 @@ mod tests {
                 .expect("mount"),
         );
         spec.set_mounts(Some(mounts));
-        let (g, binds) =
-            for_guest(&spec, "c1", Path::new("/host/rootfs"), None).expect("translate");
+        let (g, binds, _) =
+            for_guest(&spec, "c1", Path::new("/host/rootfs"), None, b"").expect("translate");
         assert_eq!(
             g.root().as_ref().map(|r| r.path().clone()),
             Some(PathBuf::from("/run/hull/shared/c1/rootfs"))
@@ -247,8 +271,50 @@ mod tests {
             .source("/no/such/dir")
             .build()
             .expect("mount")]));
-        let e = for_guest(&spec, "c1", Path::new("/r"), None).expect_err("must fail");
+        let e = for_guest(&spec, "c1", Path::new("/r"), None, b"").expect_err("must fail");
         assert!(e.to_string().contains("/no/such/dir"), "{e}");
+    }
+
+    #[test]
+    fn bidirectional_propagation_is_refused_and_volumes_go_to_the_guest() {
+        let mut spec = minimal(vec!["true".into()], &[], None, false).expect("spec");
+        let bind = |dst: &str, src: &Path, extra: &str| {
+            MountBuilder::default()
+                .destination(dst)
+                .typ("bind")
+                .source(src)
+                .options(vec!["rbind".to_string(), extra.to_string()])
+                .build()
+                .expect("mount")
+        };
+        let t = tempfile::tempdir().expect("tempdir");
+        spec.set_mounts(Some(vec![bind("/shared", t.path(), "rshared")]));
+        let e = for_guest(&spec, "c1", Path::new("/r"), None, b"").expect_err("rshared");
+        assert!(
+            e.to_string().contains("/shared") && e.to_string().contains("propagation"),
+            "{e}"
+        );
+        let cm = t.path().join("volumes/kubernetes.io~configmap/cfg");
+        std::fs::create_dir_all(&cm).expect("mkdir");
+        spec.set_mounts(Some(vec![
+            bind("/cfg", &cm, "ro"),
+            bind("/cfg2", &cm, "ro"),
+            bind("/host", t.path(), "rslave"),
+        ]));
+        let (g, binds, vols) =
+            for_guest(&spec, "c1", Path::new("/r"), None, b"").expect("translate");
+        assert_eq!(vols.len(), 1, "one volume per source: {vols:?}");
+        assert_eq!(vols[0].kind, VolumeKind::Synced);
+        assert_eq!(binds.len(), 2, "rootfs and the hostPath");
+        let sources: Vec<PathBuf> = g
+            .mounts()
+            .iter()
+            .flatten()
+            .filter_map(|m| m.source().clone())
+            .collect();
+        assert_eq!(sources[0], guest_path(&vols[0].id));
+        assert_eq!(sources[1], guest_path(&vols[0].id));
+        assert!(sources[2].starts_with("/run/hull/shared/c1/mounts"));
     }
 
     #[test]
@@ -268,7 +334,7 @@ mod tests {
                 .expect("ns"),
         ]));
         spec.set_linux(Some(linux));
-        let (g, _) = for_guest(&spec, "c1", Path::new("/r"), None).expect("translate");
+        let (g, _, _) = for_guest(&spec, "c1", Path::new("/r"), None, b"").expect("translate");
         let types: Vec<LinuxNamespaceType> = g
             .linux()
             .as_ref()
@@ -313,7 +379,7 @@ mod tests {
             host_pid: 42,
             guest_pid: Some(7),
         };
-        let (g, _) = for_guest(&spec, "c1", Path::new("/r"), Some(pod)).expect("translate");
+        let (g, _, _) = for_guest(&spec, "c1", Path::new("/r"), Some(pod), b"").expect("translate");
         let nss = g
             .linux()
             .as_ref()
@@ -339,9 +405,9 @@ mod tests {
             host_pid: 42,
             guest_pid: None,
         };
-        let e = for_guest(&spec, "c1", Path::new("/r"), Some(early)).expect_err("not started");
+        let e = for_guest(&spec, "c1", Path::new("/r"), Some(early), b"").expect_err("not started");
         assert!(matches!(e, Error::FailedPrecondition(_)), "{e:?}");
-        let e = for_guest(&spec, "c1", Path::new("/r"), None).expect_err("host path");
+        let e = for_guest(&spec, "c1", Path::new("/r"), None, b"").expect_err("host path");
         assert!(e.to_string().contains("/proc/42/ns/ipc"), "{e}");
     }
 }

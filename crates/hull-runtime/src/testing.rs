@@ -56,7 +56,13 @@ impl HostMounts for FakeMounts {
 pub struct FakeVmm {
     /// Refuse to launch with this message.
     pub fail_launch: Option<String>,
+    /// The guest volumes of the VMs it launched: id -> paths of the last snapshot synced
+    /// (empty for a tmpfs); a removed volume leaves the table.
+    pub volumes: FakeVolumes,
 }
+
+/// Guest volumes the fake agent holds, shared with the test.
+pub type FakeVolumes = Arc<Mutex<HashMap<String, Vec<String>>>>;
 
 impl Vmm for FakeVmm {
     fn name(&self) -> &'static str {
@@ -80,6 +86,7 @@ impl Vmm for FakeVmm {
             changed: Condvar::new(),
             next_pid: AtomicU32::new(100),
             vm_pid: vm_pid.clone(),
+            volumes: self.volumes.clone(),
         });
         let mut server = ttrpc::Server::new()
             .bind(&format!("unix://{}", socket.display()))
@@ -206,6 +213,7 @@ struct FakeAgent {
     changed: Condvar,
     next_pid: AtomicU32,
     vm_pid: Arc<AtomicI32>,
+    volumes: FakeVolumes,
 }
 
 fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
@@ -319,6 +327,28 @@ fn empty() -> ttrpc::Result<pb::Empty> {
 }
 
 impl agent_ttrpc::Agent for FakeAgent {
+    fn ensure_volume(
+        &self,
+        _: &TtrpcContext,
+        r: pb::EnsureVolumeRequest,
+    ) -> ttrpc::Result<pb::Empty> {
+        lock(&self.volumes).entry(r.volume_id).or_default();
+        empty()
+    }
+
+    fn sync_volume(&self, _: &TtrpcContext, r: pb::SyncVolumeRequest) -> ttrpc::Result<pb::Empty> {
+        let id = r.volume_id.clone();
+        let entries = hull_protocol::volume::from_request(r)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+        lock(&self.volumes).insert(id, entries.into_iter().map(|e| e.path).collect());
+        empty()
+    }
+
+    fn remove_volume(&self, _: &TtrpcContext, r: pb::VolumeRequest) -> ttrpc::Result<pb::Empty> {
+        lock(&self.volumes).remove(&r.volume_id);
+        empty()
+    }
+
     fn check(&self, _: &TtrpcContext, _: pb::CheckRequest) -> ttrpc::Result<pb::CheckResponse> {
         let mut r = pb::CheckResponse::new();
         r.agent_version = "fake".into();

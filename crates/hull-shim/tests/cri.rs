@@ -298,3 +298,35 @@ fn cri_privileged_runc_and_hull_alike() {
 fn cri_devices_runc_and_hull_alike() {
     with_env(|env| scenarios::devices(env, &[RUNC, HULL]));
 }
+
+// Volumes: hostPath, emptyDir (memory and disk), /dev/shm, configmap and secret updates.
+
+#[test]
+fn cri_host_path_volumes_runc_and_hull_alike() {
+    with_env(|env| scenarios::host_path(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_memory_empty_dir_and_shm_runc_and_hull_alike() {
+    with_env(|env| scenarios::memory_empty_dir_and_shm(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_configmap_updates_atomic_runc_and_hull_alike() {
+    with_env(|env| scenarios::configmap_updates(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_hull_volumes_a_vm_cannot_serve_are_refused() {
+    with_env(scenarios::volumes_refused);
+}
+
+#[test]
+fn cri_missing_bind_source_fails_the_container_not_the_pod() {
+    with_env(|env| scenarios::missing_bind_source(env, &[RUNC, HULL]));
+}
+
+#[test]
+fn cri_host_to_container_propagation_runc_and_hull_alike() {
+    with_env(|env| scenarios::host_to_container_propagation(env, &[RUNC, HULL]));
+}

@@ -19,7 +19,16 @@ pub fn is_clean_absolute(p: &Path) -> bool {
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
 }
 
-/// Parse and check an OCI spec. Root and bind-mount sources must lie under `shared_dir`.
+/// A bind source naming one of the pod's guest volumes: `GUEST_VOLUMES_DIR/<volume id>`.
+fn is_guest_volume(p: &Path) -> bool {
+    p.parent() == Some(Path::new(hull_protocol::GUEST_VOLUMES_DIR))
+        && p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| hull_protocol::validate_id(n).is_ok())
+}
+
+/// Parse and check an OCI spec. The root must lie under `shared_dir`, bind-mount sources
+/// under it too or be one of the pod's guest volumes.
 pub fn parse_spec(json: &[u8], shared_dir: &Path) -> Result<Spec, AgentError> {
     if json.len() > MAX_SPEC_LEN {
         return Err(invalid(format!(
@@ -55,13 +64,17 @@ pub fn parse_spec(json: &[u8], shared_dir: &Path) -> Result<Spec, AgentError> {
             )));
         }
         if is_bind(m.typ().as_deref(), m.options().as_deref()) {
-            let ok = m.source().as_deref().is_some_and(under_shared);
+            let ok = m
+                .source()
+                .as_deref()
+                .is_some_and(|s| under_shared(s) || is_guest_volume(s));
             if !ok {
                 return Err(invalid(format!(
-                    "bind mount source {:?} of {} must be under {}",
+                    "bind mount source {:?} of {} must be under {} or a volume in {}",
                     m.source(),
                     m.destination().display(),
-                    shared_dir.display()
+                    shared_dir.display(),
+                    hull_protocol::GUEST_VOLUMES_DIR
                 )));
             }
         }
@@ -172,6 +185,20 @@ mod tests {
         let good = r#",{"destination":"/x","type":"none","source":"/run/hull/shared/c1/x","options":["rbind"]}"#;
         let s = spec_json("/run/hull/shared/c1/rootfs", good);
         assert!(parse_spec(&s, Path::new(SHARED)).is_ok());
+        let vol = r#",{"destination":"/v","type":"bind","source":"/run/hull/volumes/vol-1","options":["rbind"]}"#;
+        let s = spec_json("/run/hull/shared/c1/rootfs", vol);
+        assert!(parse_spec(&s, Path::new(SHARED)).is_ok());
+        for bad in [
+            "/run/hull/volumes/..",
+            "/run/hull/volumes/a/b",
+            "/run/hull/volumes",
+        ] {
+            let m = format!(
+                r#",{{"destination":"/v","type":"bind","source":"{bad}","options":["rbind"]}}"#
+            );
+            let s = spec_json("/run/hull/shared/c1/rootfs", &m);
+            assert!(parse_spec(&s, Path::new(SHARED)).is_err(), "{bad}");
+        }
         let dotdot = r#",{"destination":"/../x","type":"tmpfs","source":"tmpfs"}"#;
         let s = spec_json("/run/hull/shared/c1/rootfs", dotdot);
         assert!(parse_spec(&s, Path::new(SHARED)).is_err());

@@ -144,6 +144,11 @@ impl CriEnv {
         self.cd.as_ref().expect("containerd running")
     }
 
+    /// The test's private directory (containerd's root and state live in it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Parent of the pods' log directories.
     pub fn log_dir(&self) -> PathBuf {
         self.dir.join("pod-logs")

@@ -13,6 +13,7 @@ mod kernel;
 mod resources;
 mod security;
 mod vm;
+mod volumes;
 #[allow(unused_imports)]
 pub use kernel::guest_kernel_features;
 #[allow(unused_imports)]
@@ -29,6 +30,11 @@ use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.
 #[allow(unused_imports)]
 pub use vm::{bad_pod_input, vm_death, vm_sizing};
+#[allow(unused_imports)]
+pub use volumes::{
+    configmap_updates, host_path, host_to_container_propagation, memory_empty_dir_and_shm,
+    missing_bind_source, volumes_refused,
+};
 
 const PORT: u16 = 8080;
 const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
