@@ -330,3 +330,8 @@ fn cri_missing_bind_source_fails_the_container_not_the_pod() {
 fn cri_host_to_container_propagation_runc_and_hull_alike() {
     with_env(|env| scenarios::host_to_container_propagation(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_bind_into_proc_refused_runc_and_hull_alike() {
+    with_env(|env| scenarios::bind_into_proc_refused(env, &[RUNC, HULL]));
+}

@@ -63,6 +63,7 @@ pub fn parse_spec(json: &[u8], shared_dir: &Path) -> Result<Spec, AgentError> {
                 m.destination().display()
             )));
         }
+        check_proc_destination(m)?;
         if is_bind(m.typ().as_deref(), m.options().as_deref()) {
             let ok = m
                 .source()
@@ -94,6 +95,45 @@ pub fn parse_spec(json: &[u8], shared_dir: &Path) -> Result<Spec, AgentError> {
         }
     }
     Ok(spec)
+}
+
+/// What may be mounted over inside /proc: the files lxcfs emulates, as runc allows them.
+const PROC_MOUNTS_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// runc's rule for /proc: only a procfs at /proc itself, and below it only the files lxcfs
+/// emulates; anything else could hide the kernel's view of the container (or fake it).
+fn check_proc_destination(m: &oci_spec::runtime::Mount) -> Result<(), AgentError> {
+    let dest = m.destination();
+    if !dest.starts_with("/proc") {
+        return Ok(());
+    }
+    if dest == Path::new("/proc") {
+        if m.typ().as_deref() == Some("proc") {
+            return Ok(());
+        }
+        return Err(invalid(format!(
+            "only a proc filesystem may be mounted at /proc, not {:?}",
+            m.typ().as_deref().unwrap_or("a bind mount")
+        )));
+    }
+    if PROC_MOUNTS_ALLOWED.iter().any(|p| dest == Path::new(p)) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "mount destination {} cannot be mounted because it is inside /proc",
+        dest.display()
+    )))
 }
 
 /// True if a mount of this type and options is a bind mount.
@@ -202,6 +242,25 @@ mod tests {
         let dotdot = r#",{"destination":"/../x","type":"tmpfs","source":"tmpfs"}"#;
         let s = spec_json("/run/hull/shared/c1/rootfs", dotdot);
         assert!(parse_spec(&s, Path::new(SHARED)).is_err());
+    }
+
+    #[test]
+    fn nothing_but_procfs_and_lxcfs_files_over_proc() {
+        let mount = |dest: &str, typ: &str| {
+            format!(
+                r#",{{"destination":"{dest}","type":"{typ}","source":"/run/hull/shared/c1/x","options":["rbind"]}}"#
+            )
+        };
+        let root = "/run/hull/shared/c1/rootfs";
+        for ok in ["/proc/meminfo", "/proc/net/dev", "/procfoo"] {
+            let s = spec_json(root, &mount(ok, "bind"));
+            assert!(parse_spec(&s, Path::new(SHARED)).is_ok(), "{ok}");
+        }
+        for bad in ["/proc/sys", "/proc/self/fd", "/proc"] {
+            let s = spec_json(root, &mount(bad, "bind"));
+            let e = parse_spec(&s, Path::new(SHARED)).expect_err(bad);
+            assert!(e.to_string().contains("/proc"), "{e}");
+        }
     }
 
     #[test]

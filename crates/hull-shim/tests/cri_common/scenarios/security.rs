@@ -457,3 +457,32 @@ pub fn devices(env: &CriEnv, handlers: &[&str]) {
     let st = all_alike(&seen);
     assert!(st.starts_with("c") && st.contains(" a:e5 0:0"), "{st}");
 }
+
+/// A hostPath volume mounted over `/proc/sys` with each of `handlers`: refused (runc's rule:
+/// inside /proc only the files lxcfs emulates) with one error naming /proc, while the pod's
+/// other container runs on.
+pub fn bind_into_proc_refused(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    let dir = tempfile::Builder::new()
+        .prefix("hull-proc-")
+        .tempdir()
+        .expect("tempdir");
+    for &handler in handlers {
+        let pod = run_pod(env, spec::pod("procbind", &env.log_dir()), handler);
+        let other = start(env, &pod, &spec::container("other", spec::SLEEPER));
+        let mut c = spec::container("over-proc", spec::SLEEPER);
+        c.mounts = vec![mount(dir.path(), "/proc/sys")];
+        let failed = env
+            .create_container(&pod.id, &c, &pod.config)
+            .and_then(|id| env.cri().start_container(&id).map(|()| id));
+        let e = failed.expect_err("a bind over /proc/sys was accepted");
+        eprintln!("{handler}: {}", e.message());
+        assert!(
+            e.message().contains("/proc/sys") && e.message().contains("inside /proc"),
+            "{handler}: {}",
+            e.message()
+        );
+        assert_eq!(exec_ok(env, &other, &["echo", "alive"]).trim(), "alive");
+        remove_pod(env, &pod);
+    }
+}
