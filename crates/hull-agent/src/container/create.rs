@@ -74,6 +74,7 @@ impl Runtime {
         let exe = self.config.helper_exe.clone();
         let cg = cgroup.clone();
         let cid = id.to_string();
+        let kill_all_on_exit = !owns_pid_namespace(&spec);
         let pod_limits = super::pod::pod_limits(&spec.annotations().clone().unwrap_or_default())?;
         let launched = blocking(move || {
             let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
@@ -121,6 +122,7 @@ impl Runtime {
             init,
             pending: Mutex::new(pending),
             started: Mutex::new(false),
+            kill_all_on_exit,
             execs: Mutex::default(),
             seccomp: spec_seccomp.map(Box::new),
         }))
@@ -144,4 +146,16 @@ fn setup_oom(cgroup: &Cgroup, e: AgentError) -> AgentError {
         read("memory.max"),
         read("memory.peak")
     ))
+}
+
+/// Whether the spec gives the container a pid namespace of its own (a pid entry without a path).
+fn owns_pid_namespace(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| {
+            nss.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()
+            })
+        })
 }

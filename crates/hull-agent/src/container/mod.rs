@@ -75,6 +75,9 @@ pub struct Container {
     init: Arc<Process>,
     pending: Mutex<Option<Pending>>,
     started: Mutex<bool>,
+    /// The container does not own its pid namespace (it joins the pod's, or has none), so
+    /// its init's exit must take the rest of its processes with it.
+    kill_all_on_exit: bool,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// linux.seccomp of the spec: exec'd processes get it too
     seccomp: Option<Box<oci_spec::runtime::LinuxSeccomp>>,

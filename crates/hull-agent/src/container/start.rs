@@ -27,6 +27,18 @@ impl Runtime {
         match result {
             Ok(()) => {
                 *lock(&c.started) = true;
+                if c.kill_all_on_exit {
+                    // In a pid namespace it does not own, the init's exit kills nothing else:
+                    // what it leaves would hold its output open. runc's shim kills the rest of
+                    // the container then (ShouldKillAllOnExit); so does the agent.
+                    let (init, cgroup, cid) = (c.init.clone(), c.cgroup.clone(), id.to_string());
+                    tokio::spawn(async move {
+                        if init.wait().await.is_ok() {
+                            tracing::debug!(container = %cid, "init exited; killing the rest");
+                            cgroup.signal_all(nix::sys::signal::Signal::SIGKILL);
+                        }
+                    });
+                }
                 tracing::info!(container = id, pid = c.init.pid, "container started");
                 Ok(c.init.pid as u32)
             }
