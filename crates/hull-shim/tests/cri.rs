@@ -335,3 +335,8 @@ fn cri_host_to_container_propagation_runc_and_hull_alike() {
 fn cri_bind_into_proc_refused_runc_and_hull_alike() {
     with_env(|env| scenarios::bind_into_proc_refused(env, &[RUNC, HULL]));
 }
+
+#[test]
+fn cri_device_allow_list_runc_and_hull_alike() {
+    with_env(|env| scenarios::device_allow_list(env, &[RUNC, HULL]));
+}

@@ -75,6 +75,13 @@ impl Runtime {
         let cg = cgroup.clone();
         let cid = id.to_string();
         let kill_all_on_exit = !owns_pid_namespace(&spec);
+        let device_rules = super::device_filter::rules(
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .and_then(|r| r.devices().as_deref())
+                .unwrap_or_default(),
+        )?;
         let pod_limits = super::pod::pod_limits(&spec.annotations().clone().unwrap_or_default())?;
         let launched = blocking(move || {
             let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
@@ -83,6 +90,9 @@ impl Runtime {
             cg.create(resources.as_ref())?;
             if let Some(pod_dir) = cg.dir().parent() {
                 super::pod::apply(pod_dir, &pod_limits).inspect_err(|_| cg.remove())?;
+            }
+            if let Some(rules) = &device_rules {
+                super::device_filter::attach(cg.dir(), rules).inspect_err(|_| cg.remove())?;
             }
             tracing::debug!(container = %cid, uptime_ms = up(), "launching helper");
             let l = launch(&exe, &config, true)

@@ -6,6 +6,7 @@ mod cgroup;
 mod console;
 mod control;
 mod create;
+mod device_filter;
 mod devices;
 mod disposition;
 mod exec;

@@ -23,8 +23,8 @@ pub use resources::{
 };
 #[allow(unused_imports)]
 pub use security::{
-    bind_into_proc_refused, devices, privileged, seccomp_profiles, setuid_and_no_new_privs,
-    signal_state, sysctls, users_and_groups,
+    bind_into_proc_refused, device_allow_list, devices, privileged, seccomp_profiles,
+    setuid_and_no_new_privs, signal_state, sysctls, users_and_groups,
 };
 use vm::pod_namespaces;
 // Used by tests/cri.rs, not by the examples that share this harness.

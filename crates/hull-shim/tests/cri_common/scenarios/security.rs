@@ -486,3 +486,28 @@ pub fn bind_into_proc_refused(env: &CriEnv, handlers: &[&str]) {
         remove_pod(env, &pod);
     }
 }
+
+/// The device cgroup allow-list with each of `handlers`: a container may make any node (runc's
+/// default `c *:* m`) but not open one the list does not allow (`/dev/kmsg`, c 1:11), while
+/// /dev/null works; the same error text everywhere.
+pub fn device_allow_list(env: &CriEnv, handlers: &[&str]) {
+    env.pull_busybox();
+    let script = "mknod /dev/kmsg-copy c 1 11 && echo made; \
+                  head -c 1 /dev/kmsg-copy >/dev/null 2>/tmp/err; echo open=$?; \
+                  sed 's/.*: //' /tmp/err; echo x > /dev/null && echo null-ok";
+    let mut seen = Vec::new();
+    for &handler in handlers {
+        let pod = run_pod(env, spec::pod("devcg", &env.log_dir()), handler);
+        let id = start(env, &pod, &spec::container("devcg", spec::SLEEPER));
+        let out = exec_ok(env, &id, &["sh", "-c", script]);
+        eprintln!("{handler}: {out}");
+        seen.push((handler, out));
+        remove_pod(env, &pod);
+    }
+    let out = all_alike(&seen);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["made", "open=1", "Operation not permitted", "null-ok"],
+        "{out}"
+    );
+}
