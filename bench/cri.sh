@@ -19,11 +19,10 @@ prog=cri-bench
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/errors.sh
 . "$repo/scripts/lib/errors.sh"
+# shellcheck source=scripts/lib/bench.sh
+. "$repo/scripts/lib/bench.sh"
 
-RUNS=${1:-7}
-[[ $# -le 1 && $RUNS =~ ^[1-9][0-9]*$ ]] || die "usage: $0 [RUNS]"
-((EUID == 0)) || die "must run as root"
-command -v cargo >/dev/null || die "cargo not found"
+RUNS=$(bench_runs 7 "$@")
 
 if ! command -v wrk >/dev/null; then
     echo "$prog: installing wrk (Debian package)" >&2
@@ -34,11 +33,7 @@ fi
 
 target=${CARGO_TARGET_DIR:-$repo/target}
 cd "$repo"
-if [[ -z ${HULL_SHIM_DIR:-} ]]; then
-    cargo build --release -q -p hull-shim --bin containerd-shim-hull-v2
-    export HULL_SHIM_DIR=$target/release
-fi
-[[ -x $HULL_SHIM_DIR/containerd-shim-hull-v2 ]] || die "no containerd-shim-hull-v2 in $HULL_SHIM_DIR"
+bench_shim
 # The example itself in the dev profile: it is only the client (wrk and the kernel do the work),
 # and it unwinds on a panic, so the harness still removes the pods (release aborts).
 cargo build -q -p hull-shim --example cri-bench

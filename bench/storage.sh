@@ -18,19 +18,14 @@ prog=storage-bench
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/errors.sh
 . "$repo/scripts/lib/errors.sh"
+# shellcheck source=scripts/lib/bench.sh
+. "$repo/scripts/lib/bench.sh"
 
-RUNS=${1:-3}
-[[ $# -le 1 && $RUNS =~ ^[1-9][0-9]*$ ]] || die "usage: $0 [RUNS]"
-((EUID == 0)) || die "must run as root"
-command -v cargo >/dev/null || die "cargo not found"
+RUNS=$(bench_runs 3 "$@")
 
 target=${CARGO_TARGET_DIR:-$repo/target}
 cd "$repo"
-if [[ -z ${HULL_SHIM_DIR:-} ]]; then
-    cargo build --release -q -p hull-shim --bin containerd-shim-hull-v2
-    export HULL_SHIM_DIR=$target/release
-fi
-[[ -x $HULL_SHIM_DIR/containerd-shim-hull-v2 ]] || die "no containerd-shim-hull-v2 in $HULL_SHIM_DIR"
+bench_shim
 # The example in the dev profile: it only drives CRI (the containers do the work), and it
 # unwinds on a panic, so the harness still removes the pods.
 cargo build -q -p hull-shim --example storage-bench

@@ -233,25 +233,13 @@ mod tests {
     use super::*;
 
     fn dir(p: &str) -> Entry {
-        Entry {
-            path: p.into(),
-            mode: 0o755,
-            kind: EntryKind::Dir,
-        }
+        Entry::dir(p)
     }
     fn file(p: &str, d: &str) -> Entry {
-        Entry {
-            path: p.into(),
-            mode: 0o644,
-            kind: EntryKind::File(d.as_bytes().to_vec()),
-        }
+        Entry::file(p, d.as_bytes())
     }
     fn link(p: &str, t: &str) -> Entry {
-        Entry {
-            path: p.into(),
-            mode: 0o777,
-            kind: EntryKind::Symlink(t.into()),
-        }
+        Entry::symlink(p, t)
     }
     fn version(ts: &str, keys: &[(&str, &str)]) -> Vec<Entry> {
         let mut v = vec![dir(ts)];

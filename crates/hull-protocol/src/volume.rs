@@ -41,6 +41,33 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A directory at `path` (mode 0755).
+    pub fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            mode: 0o755,
+            kind: EntryKind::Dir,
+        }
+    }
+
+    /// A file at `path` holding `data` (mode 0644).
+    pub fn file(path: &str, data: &[u8]) -> Entry {
+        Entry {
+            path: path.into(),
+            mode: 0o644,
+            kind: EntryKind::File(data.to_vec()),
+        }
+    }
+
+    /// A symlink at `path` to `target`.
+    pub fn symlink(path: &str, target: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            mode: 0o777,
+            kind: EntryKind::Symlink(target.into()),
+        }
+    }
+
     /// A symlink directly in the volume's root (kubelet's user-visible names and `..data`).
     pub fn is_top_level_symlink(&self) -> bool {
         matches!(self.kind, EntryKind::Symlink(_)) && !self.path.contains('/')
@@ -206,25 +233,13 @@ mod tests {
     use super::*;
 
     fn dir(p: &str) -> Entry {
-        Entry {
-            path: p.into(),
-            mode: 0o755,
-            kind: EntryKind::Dir,
-        }
+        Entry::dir(p)
     }
     fn file(p: &str, d: &[u8]) -> Entry {
-        Entry {
-            path: p.into(),
-            mode: 0o644,
-            kind: EntryKind::File(d.to_vec()),
-        }
+        Entry::file(p, d)
     }
     fn link(p: &str, t: &str) -> Entry {
-        Entry {
-            path: p.into(),
-            mode: 0o777,
-            kind: EntryKind::Symlink(t.into()),
-        }
+        Entry::symlink(p, t)
     }
 
     #[test]
