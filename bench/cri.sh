@@ -22,7 +22,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/bench.sh
 . "$repo/scripts/lib/bench.sh"
 
-RUNS=$(bench_runs 7 "$@")
+bench_runs 7 "$@"
 
 if ! command -v wrk >/dev/null; then
     echo "$prog: installing wrk (Debian package)" >&2

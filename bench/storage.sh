@@ -21,7 +21,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/bench.sh
 . "$repo/scripts/lib/bench.sh"
 
-RUNS=$(bench_runs 3 "$@")
+bench_runs 3 "$@"
 
 target=${CARGO_TARGET_DIR:-$repo/target}
 cd "$repo"
