@@ -284,10 +284,10 @@ impl Agent for AgentService {
 
     async fn sync_volume(&self, _: &TtrpcContext, req: SyncVolumeRequest) -> Res<Empty> {
         self.on_volumes("SyncVolume", move |v| {
-            let (id, mode) = (req.volume_id.clone(), req.mode);
+            let (id, mode, owner) = (req.volume_id.clone(), req.mode, (req.uid, req.gid));
             let entries = hull_protocol::volume::from_request(req)
                 .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;
-            v.sync(&id, mode, &entries)
+            v.sync(&id, mode, owner, &entries)
         })
         .await?;
         Ok(Empty::new())

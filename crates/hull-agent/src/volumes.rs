@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -60,7 +60,13 @@ impl Volumes {
     }
 
     /// Make volume `id` (mounted on first use) hold exactly `entries`, in AtomicWriter order.
-    pub fn sync(&self, id: &str, mode: u32, entries: &[Entry]) -> Result<(), AgentError> {
+    pub fn sync(
+        &self,
+        id: &str,
+        mode: u32,
+        owner: (u32, u32),
+        entries: &[Entry],
+    ) -> Result<(), AgentError> {
         check_id(id)?;
         let mut table = self.table();
         let dir = match table.get(id) {
@@ -73,6 +79,8 @@ impl Volumes {
             }
         };
         let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777));
+        chown(&dir, owner.0, owner.1)
+            .map_err(|e| AgentError::io(&format!("chown volume {id}"), e))?;
         apply(&dir, entries).map_err(|e| AgentError::io(&format!("volume {id}"), e))?;
         tracing::debug!(volume = id, entries = entries.len(), "volume synced");
         Ok(())
@@ -91,6 +99,22 @@ impl Volumes {
         tracing::info!(volume = id, "volume removed");
         Ok(())
     }
+}
+
+/// Give `p` (not what a symlink there points at) the owner `uid`:`gid`.
+fn chown(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    nix::unistd::fchownat(
+        None,
+        p,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(std::io::Error::from)
+}
+
+fn owned_by(m: &fs::Metadata, e: &Entry) -> bool {
+    m.uid() == e.uid && m.gid() == e.gid
 }
 
 /// What is at `p`, not following a symlink there.
@@ -135,14 +159,18 @@ fn put(root: &Path, e: &Entry) -> std::io::Result<()> {
                 }
                 None => fs::create_dir(&p)?,
             }
-            if now.map(|m| m.permissions().mode() & 0o7777) != Some(e.mode) {
+            if now.as_ref().map(|m| m.permissions().mode() & 0o7777) != Some(e.mode) {
                 fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))?;
+            }
+            if !now.as_ref().is_some_and(|m| owned_by(m, e)) {
+                chown(&p, e.uid, e.gid)?;
             }
         }
         EntryKind::File(data) => {
             if let Some(m) = &now {
                 if m.is_file()
                     && m.permissions().mode() & 0o7777 == e.mode
+                    && owned_by(m, e)
                     && m.len() == data.len() as u64
                     && fs::read(&p).is_ok_and(|d| &d == data)
                 {
@@ -152,6 +180,7 @@ fn put(root: &Path, e: &Entry) -> std::io::Result<()> {
             let tmp = temp_of(&p);
             remove_any(&tmp)?;
             fs::write(&tmp, data)?;
+            chown(&tmp, e.uid, e.gid)?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(e.mode))?;
             if now.is_some_and(|m| m.is_dir()) {
                 fs::remove_dir_all(&p)?;
@@ -159,7 +188,9 @@ fn put(root: &Path, e: &Entry) -> std::io::Result<()> {
             fs::rename(&tmp, &p)?;
         }
         EntryKind::Symlink(target) => {
-            if now.as_ref().is_some_and(|m| m.file_type().is_symlink())
+            if now
+                .as_ref()
+                .is_some_and(|m| m.file_type().is_symlink() && owned_by(m, e))
                 && fs::read_link(&p).is_ok_and(|t| t == Path::new(target))
             {
                 return Ok(());
@@ -167,6 +198,7 @@ fn put(root: &Path, e: &Entry) -> std::io::Result<()> {
             let tmp = temp_of(&p);
             remove_any(&tmp)?;
             symlink(target, &tmp)?;
+            chown(&tmp, e.uid, e.gid)?;
             if now.is_some_and(|m| m.is_dir()) {
                 fs::remove_dir_all(&p)?;
             }
@@ -293,5 +325,37 @@ mod tests {
         );
         apply(root, &[]).expect("empty");
         assert_eq!(fs::read_dir(root).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn owners_follow_the_host_and_changes_apply() {
+        if !hull_protocol::test_support::require_root() {
+            return;
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path();
+        let fs_group = |mut e: Entry| {
+            e.gid = 3000;
+            e
+        };
+        let v1: Vec<Entry> = version("..v1", &[("k", "secret")])
+            .into_iter()
+            .map(fs_group)
+            .collect();
+        apply(root, &v1).expect("v1");
+        for p in ["..v1", "..v1/k", "..data", "k"] {
+            let m = lstat(&root.join(p)).expect(p);
+            assert_eq!((m.uid(), m.gid()), (0, 3000), "{p}");
+        }
+        // The same content with another owner is applied too.
+        let v1_other: Vec<Entry> = version("..v1", &[("k", "secret")])
+            .into_iter()
+            .map(|mut e| {
+                e.gid = 4000;
+                e
+            })
+            .collect();
+        apply(root, &v1_other).expect("owner change");
+        assert_eq!(lstat(&root.join("..v1/k")).expect("k").gid(), 4000);
     }
 }

@@ -38,6 +38,10 @@ pub struct Entry {
     pub mode: u32,
     /// Directory, file or symlink.
     pub kind: EntryKind,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
 }
 
 impl Entry {
@@ -47,6 +51,8 @@ impl Entry {
             path: path.into(),
             mode: 0o755,
             kind: EntryKind::Dir,
+            uid: 0,
+            gid: 0,
         }
     }
 
@@ -56,6 +62,8 @@ impl Entry {
             path: path.into(),
             mode: 0o644,
             kind: EntryKind::File(data.to_vec()),
+            uid: 0,
+            gid: 0,
         }
     }
 
@@ -65,6 +73,8 @@ impl Entry {
             path: path.into(),
             mode: 0o777,
             kind: EntryKind::Symlink(target.into()),
+            uid: 0,
+            gid: 0,
         }
     }
 
@@ -169,22 +179,26 @@ pub fn validate(entries: &[Entry]) -> Result<(), VolumeError> {
     Ok(())
 }
 
-/// The request carrying `entries` (validated first) into volume `id` with root mode `mode`.
+/// The request carrying `entries` (validated first) into volume `id` whose root has mode
+/// `mode` and owner `owner` (uid, gid).
 pub fn to_request(
     id: &str,
     mode: u32,
+    owner: (u32, u32),
     entries: &[Entry],
 ) -> Result<SyncVolumeRequest, VolumeError> {
     validate(entries)?;
     let mut req = SyncVolumeRequest::new();
     req.volume_id = id.to_string();
     req.mode = mode & 0o7777;
+    (req.uid, req.gid) = owner;
     req.entries = entries
         .iter()
         .map(|e| {
             let mut v = VolumeEntry::new();
             v.path = e.path.clone();
             v.mode = e.mode;
+            (v.uid, v.gid) = (e.uid, e.gid);
             match &e.kind {
                 EntryKind::Dir => v.kind = VolumeEntryKind::DIR.into(),
                 EntryKind::File(d) => {
@@ -221,6 +235,8 @@ pub fn from_request(req: SyncVolumeRequest) -> Result<Vec<Entry>, VolumeError> {
                 path: v.path,
                 mode: v.mode,
                 kind,
+                uid: v.uid,
+                gid: v.gid,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -244,13 +260,16 @@ mod tests {
 
     #[test]
     fn kubelet_layout_round_trips() {
+        let mut secret = file("..2026_11_25_15_00_00.1/a", b"1");
+        secret.gid = 3000;
         let entries = vec![
             dir("..2026_11_25_15_00_00.1"),
-            file("..2026_11_25_15_00_00.1/a", b"1"),
+            secret,
             link("..data", "..2026_11_25_15_00_00.1"),
             link("a", "..data/a"),
         ];
-        let req = to_request("v1", 0o777, &entries).expect("valid");
+        let req = to_request("v1", 0o777, (0, 3000), &entries).expect("valid");
+        assert_eq!((req.uid, req.gid), (0, 3000));
         assert_eq!(from_request(req).expect("valid"), entries);
         assert!(entries[2].is_top_level_symlink());
         assert!(!entries[1].is_top_level_symlink());

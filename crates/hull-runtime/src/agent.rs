@@ -337,9 +337,10 @@ impl Agent {
         &self,
         id: &str,
         mode: u32,
+        owner: (u32, u32),
         entries: &[hull_protocol::volume::Entry],
     ) -> Result<()> {
-        let req = hull_protocol::volume::to_request(id, mode, entries)
+        let req = hull_protocol::volume::to_request(id, mode, owner, entries)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         self.client
             .sync_volume(ctx(), &req)

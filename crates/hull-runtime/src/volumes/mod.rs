@@ -109,7 +109,7 @@ impl Volumes {
                 let id = v.id.clone();
                 let w = Watcher::start(
                     v.source.clone(),
-                    Box::new(move |s| agent.sync_volume(&id, s.mode, &s.entries)),
+                    Box::new(move |s| agent.sync_volume(&id, s.mode, s.owner, &s.entries)),
                 )?;
                 tracing::info!(volume = %v.id, source = %v.source.display(), "volume synced into the guest");
                 Some(w)

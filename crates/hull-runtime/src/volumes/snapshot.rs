@@ -2,7 +2,7 @@
 //! to kubelet's `..data` swap: symlinks are kept as symlinks, never followed.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hull_protocol::volume::{
@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 pub struct Snapshot {
     /// Permission bits of the root directory.
     pub mode: u32,
+    /// Owner (uid, gid) of the root directory.
+    pub owner: (u32, u32),
     /// Every entry, each after its parent directory.
     pub entries: Vec<Entry>,
 }
@@ -53,7 +55,9 @@ fn walk(root: &Path) -> Result<Snapshot> {
         let p = p.to_path_buf();
         move |e| Error::io(format!("read {}", p.display()), e)
     };
-    let mode = fs::metadata(root).map_err(io(root))?.permissions().mode() & 0o7777;
+    let root_meta = fs::metadata(root).map_err(io(root))?;
+    let mode = root_meta.permissions().mode() & 0o7777;
+    let owner = (root_meta.uid(), root_meta.gid());
     let mut entries = Vec::new();
     let mut total = 0usize;
     let mut todo = vec![String::new()];
@@ -109,7 +113,13 @@ fn walk(root: &Path) -> Result<Snapshot> {
             if total > MAX_VOLUME_BYTES {
                 return Err(bad(root, format!("more than {MAX_VOLUME_BYTES} bytes")));
             }
-            entries.push(Entry { path, mode, kind });
+            entries.push(Entry {
+                path,
+                mode,
+                kind,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            });
             if entries.len() > MAX_VOLUME_ENTRIES {
                 return Err(bad(root, format!("more than {MAX_VOLUME_ENTRIES} entries")));
             }
@@ -118,7 +128,11 @@ fn walk(root: &Path) -> Result<Snapshot> {
     // Depth-first with a stack visits a directory's children after the directory itself,
     // which is all the order validation asks for.
     volume::validate(&entries).map_err(|e| bad(root, e))?;
-    Ok(Snapshot { mode, entries })
+    Ok(Snapshot {
+        mode,
+        owner,
+        entries,
+    })
 }
 
 /// The content of regular file `p`, never through a symlink put there since it was looked at.

@@ -4,7 +4,7 @@
 //! the right size, configmap/secret updates in kubelet's AtomicWriter order, and what a VM
 //! has to refuse. Each runs with runc (the reference) and hull; the results must match.
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -316,6 +316,10 @@ pub fn configmap_updates(env: &CriEnv, handlers: &[&str]) {
         let secret = volume_dir(env, &uid(&cfg), "kubernetes.io~secret", "tok");
         let token = format!("s3cr3t-{}-{handler}", std::process::id());
         atomic_write(&secret, 0, &[("token", &token)]);
+        // As kubelet writes a secret for a pod with fsGroup 3000 and defaultMode 0440.
+        let file = secret.join("..data/token");
+        std::os::unix::fs::lchown(&file, Some(0), Some(3000)).expect("chown token");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).expect("chmod");
         let pod = run_pod(env, cfg, handler);
         let mut c = spec::container("watch", &["sh", "-c", WATCHER]);
         c.mounts = vec![mount("/cfg", &cm, true), mount("/secret", &secret, true)];
@@ -324,6 +328,11 @@ pub fn configmap_updates(env: &CriEnv, handlers: &[&str]) {
             sh(env, &id, "cat /secret/token").1,
             token,
             "{handler}: secret"
+        );
+        assert_eq!(
+            sh(env, &id, "stat -L -c '%g %a' /secret/token").1.trim(),
+            "3000 440",
+            "{handler}: the secret's group and mode (fsGroup, defaultMode)"
         );
         let (_, links, _) = sh(env, &id, "readlink /cfg/a; readlink /cfg/..data");
         assert_eq!(
