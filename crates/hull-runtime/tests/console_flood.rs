@@ -213,10 +213,10 @@ fn a_flooding_guest_fails_its_boot_with_bounded_memory_and_disk() {
         flood_bytes > 2 * bound,
         "the guest wrote only ~{flood_bytes} bytes, too little to test the bound"
     );
-    // The ring and one read buffer, plus room for the threads of a boot; reading a whole
-    // console file of a few MiB, as before the bound, shows up here.
+    // The ring and one read buffer, plus room for the threads and buffers of a boot (seen:
+    // 0.5-1.8 MiB); reading the whole flood (~3 MiB here), as before the bound, adds all of it.
     assert!(
-        grew_kib < BOUND_KIB + 1536,
+        grew_kib < BOUND_KIB + 2048,
         "peak memory grew by {grew_kib} KiB for a {BOUND_KIB} KiB console bound"
     );
     // The console files hold at most the bound; QEMU's own log and the helpers' are small.
