@@ -27,11 +27,20 @@ pub fn pod(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
         labels: HashMap::from([("hull-test".to_string(), name.to_string())]),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption::default()),
+                namespace_options: Some(kubelet_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// kubelet's namespace modes for a pod without shareProcessNamespace: network and ipc shared
+/// by the pod, a pid namespace of each container's own.
+fn kubelet_namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
         ..Default::default()
     }
 }
@@ -57,7 +66,7 @@ pub fn container_attempt(name: &str, attempt: u32, cmd: &[&str]) -> cri::Contain
         labels: HashMap::from([("hull-test".to_string(), name.to_string())]),
         linux: Some(cri::LinuxContainerConfig {
             security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(cri::NamespaceOption::default()),
+                namespace_options: Some(kubelet_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()

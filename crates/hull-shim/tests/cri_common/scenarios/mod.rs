@@ -654,6 +654,35 @@ pub fn share_process_namespace(env: &CriEnv, handler: &str) {
             sees_pause, share,
             "{handler}: pid mode {mode} (shareProcessNamespace {share}): ps shows:\n{ps}"
         );
+        if share {
+            // In a shared pid namespace the init's exit does not end its children by itself:
+            // runc's shim kills the rest of the container, and so must hull. A second
+            // container watches the first one's `sleep 100001` go when the first is stopped.
+            let mut left = ccfg.clone();
+            left.metadata = Some(cri::ContainerMetadata {
+                name: "leaves-a-child".into(),
+                attempt: 0,
+            });
+            left.command = ["sh", "-c", "trap 'exit 0' TERM; sleep 100001 & wait"]
+                .map(String::from)
+                .to_vec();
+            let first = start(env, &pod, &left);
+            let children = |env: &CriEnv| exec_ok(env, &c, &["ps", "-o", "args"]);
+            assert!(children(env).contains("sleep 100001"), "{handler}");
+            env.cri()
+                .stop_container(&first, 10)
+                .unwrap_or_else(|e| panic!("StopContainer: {e}"));
+            retry(Duration::from_secs(10), || {
+                let ps = children(env);
+                (!ps.contains("sleep 100001")).then_some(()).ok_or(ps)
+            })
+            .unwrap_or_else(|ps| {
+                panic!("{handler}: the stopped container's child lives on:\n{ps}")
+            });
+            env.cri()
+                .remove_container(&first)
+                .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
+        }
         stop_remove_ok(env, &c);
         remove_pod(env, &pod);
     }
