@@ -237,6 +237,7 @@ mod tests {
         for opt in [
             "CONFIG_VIRTIO_VSOCKETS=y",
             "CONFIG_VIRTIO_FS=y",
+            "CONFIG_VIRTIO_CONSOLE=y",
             "CONFIG_BLK_DEV_INITRD=y",
         ] {
             assert!(FRAGMENT.lines().any(|l| l == opt), "{opt}");
