@@ -130,15 +130,11 @@ impl Sandbox {
         match booted {
             Ok(b) => {
                 let vm = parts.vm.as_ref();
-                let mut processes = vm.map(|v| v.processes()).unwrap_or_default();
-                if let Some(d) = parts.shared_fs.as_ref().and_then(|f| f.daemon.as_ref()) {
-                    processes.push((d.name().to_string(), d.pid()));
-                }
                 Ok(Sandbox {
                     id: id.to_string(),
                     accel: vm.and_then(|v| v.accel().cloned()),
                     vm_pid: vm.map_or(0, |v| v.pid()),
-                    processes,
+                    processes: b.processes,
                     run_dir,
                     guest: b.guest,
                     parts: Mutex::new(Some(parts)),
@@ -274,6 +270,8 @@ impl Drop for Sandbox {
 /// What a successful boot hands to the sandbox.
 struct Booted {
     guest: Arc<Guest>,
+    /// The VMM and the helper daemons: (name, pid).
+    processes: Vec<(String, i32)>,
     kernel: String,
     times: BootTimes,
 }
@@ -430,6 +428,7 @@ fn boot(
     }
     Ok(Booted {
         guest,
+        processes: pids,
         kernel: check.kernel_release,
         times,
     })
